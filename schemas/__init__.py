@@ -1,0 +1,1 @@
+"""Marshmallow schemas of the API and the OpenAPI document built from them."""

@@ -1,0 +1,60 @@
+"""alertshare: multi-agency hostility warnings about households."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from service.config import ConfigError, load_config, production_problems
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Create the application from defaults, ``ALERTSHARE_*`` environment and ``config``."""
+    from service import logs, oauth, problems
+    from service.api import access, oauth_routes, ops, v1
+    from service.database import db, engine_options
+
+    settings = load_config(config)
+    if settings["ENV"] == "production":
+        found = production_problems(settings)
+        if found:
+            raise ConfigError("refusing to start in production: " + found[0])
+
+    app = Flask(__name__, static_folder=None)
+    app.config.update(settings)
+    app.config["SQLALCHEMY_DATABASE_URI"] = settings["DATABASE_URL"]
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(settings["DATABASE_URL"])
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    logs.configure_logging(settings["LOG_LEVEL"])
+    db.init_app(app)
+    logs.init_app(app)
+    oauth.init_app(app)
+    problems.register_problem_handlers(app)
+    app.before_request(access.enforce_declared_policy)
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(oauth_routes.bp)
+    app.register_blueprint(v1.bp)
+
+    if settings["ENV"] == "production":
+        with app.app_context():
+            _refuse_unsafe_database()
+    return app
+
+
+def _refuse_unsafe_database() -> None:
+    """Refuse to run production on a PostgreSQL server that may lose committed writes."""
+    from sqlalchemy import text
+
+    from service.database import db
+
+    with db.engine.connect() as connection:
+        for setting in ("synchronous_commit", "fsync"):
+            value = connection.execute(text(f"SHOW {setting}")).scalar()
+            if value == "off":
+                raise ConfigError(f"refusing to start in production: PostgreSQL {setting} is off")
+
+
+__all__ = ["ConfigError", "create_app"]

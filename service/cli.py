@@ -1,0 +1,239 @@
+"""The ``alertshare`` command: database, agencies, clients, serving and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from flask import Flask
+
+from service import ConfigError, agencies, create_app, migrate
+from service.database import db
+from service.errors import DomainError
+from service.oauth.scopes import ALL_SCOPES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _app() -> Flask:
+    try:
+        return create_app()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
+
+
+def in_app(commit: bool = False) -> Callable[[F], F]:
+    """Run a command inside an app context; commit at the end when it changes data."""
+
+    def decorate(func: F) -> F:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _app().app_context():
+                try:
+                    result = func(*args, **kwargs)
+                    if commit:
+                        db.session.commit()
+                    return result
+                except DomainError as error:
+                    db.session.rollback()
+                    details = "; ".join(f"{k}: {' '.join(v)}" for k, v in error.errors.items())
+                    raise click.ClickException(f"{error.detail} {details}".strip()) from error
+                finally:
+                    db.session.remove()
+                    db.engine.dispose()
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+@click.group()
+def main() -> None:
+    """alertshare: multi-agency hostility warnings about households."""
+
+
+@main.group("db")
+def db_group() -> None:
+    """Manage the database schema (Alembic migrations)."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+@in_app()
+def db_upgrade(revision: str) -> None:
+    """Migrate the database up to REVISION (default: head)."""
+    Path(os.environ.get("ALERTSHARE_DATA_DIR", "alertshare-data")).mkdir(exist_ok=True)
+    migrate.upgrade(revision)
+    click.echo(f"database at {', '.join(migrate.current_revisions())}")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+@in_app()
+def db_downgrade(revision: str) -> None:
+    """Migrate the database down to REVISION."""
+    migrate.downgrade(revision)
+    click.echo(f"database at {', '.join(migrate.current_revisions()) or 'base'}")
+
+
+@db_group.command("current")
+@in_app()
+def db_current() -> None:
+    """Show the database's revision and the migration head."""
+    click.echo(f"current: {', '.join(migrate.current_revisions()) or 'none'}")
+    click.echo(f"head:    {', '.join(migrate.heads())}")
+
+
+@main.group("agency")
+def agency_group() -> None:
+    """Manage member agencies."""
+
+
+@agency_group.command("add")
+@click.argument("slug")
+@click.option("--name", required=True)
+@click.option("--type", "agency_type", required=True, type=click.Choice(agencies.AGENCY_TYPES))
+@click.option("--duty-contact", required=True, help="Duty desk phone or address to call.")
+@in_app(commit=True)
+def agency_add(slug: str, name: str, agency_type: str, duty_contact: str) -> None:
+    """Add agency SLUG."""
+    agencies.add_agency(slug, name, agency_type, duty_contact)
+    click.echo(f"added agency {slug}")
+
+
+@agency_group.command("list")
+@click.option("--all", "include_disabled", is_flag=True, help="Include disabled agencies.")
+@in_app()
+def agency_list(include_disabled: bool) -> None:
+    """List agencies."""
+    for agency in agencies.list_agencies(include_disabled):
+        state = "active" if agency.is_active else "disabled"
+        click.echo(f"{agency.id}\t{agency.agency_type}\t{state}\t{agency.name}")
+
+
+@agency_group.command("disable")
+@click.argument("slug")
+@in_app(commit=True)
+def agency_disable(slug: str) -> None:
+    """Disable agency SLUG: its clients and tokens stop working at once."""
+    agencies.disable_agency(slug)
+    click.echo(f"disabled agency {slug}")
+
+
+@main.group("client")
+def client_group() -> None:
+    """Manage OAuth clients of agencies."""
+
+
+@client_group.command("add")
+@click.argument("agency")
+@click.option("--name", required=True, help="What the client is, e.g. 'Mosaic case system'.")
+@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(ALL_SCOPES))
+@click.option("--jwks", type=click.File(), help="Public JWK set file: use private_key_jwt.")
+@in_app(commit=True)
+def client_add(agency: str, name: str, scopes: tuple[str, ...], jwks: Any) -> None:
+    """Add an OAuth client to AGENCY; a secret is printed once."""
+    method = "private_key_jwt" if jwks else "client_secret_basic"
+    issued = agencies.add_client(
+        agency, name, list(scopes), method, json.load(jwks) if jwks else None
+    )
+    click.echo(f"client_id: {issued.client.client_id}")
+    if issued.secret:
+        click.echo(f"client_secret: {issued.secret}  (shown once; stored hashed)")
+
+
+@client_group.command("list")
+@click.option("--agency")
+@in_app()
+def client_list(agency: str | None) -> None:
+    """List OAuth clients."""
+    for client in agencies.list_clients(agency):
+        state = "revoked" if client.revoked_at else "active"
+        click.echo(f"{client.client_id}\t{client.auth_method}\t{state}\t{client.allowed_scopes}")
+
+
+@client_group.command("revoke")
+@click.argument("client_id")
+@in_app(commit=True)
+def client_revoke(client_id: str) -> None:
+    """Revoke CLIENT_ID and every token it holds."""
+    agencies.revoke_client(client_id)
+    click.echo(f"revoked {client_id}")
+
+
+@client_group.command("rotate-secret")
+@click.argument("client_id")
+@in_app(commit=True)
+def client_rotate_secret(client_id: str) -> None:
+    """Give CLIENT_ID a new secret; the old one stops working."""
+    issued = agencies.rotate_client_secret(client_id)
+    click.echo(f"client_secret: {issued.secret}  (shown once; stored hashed)")
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--workers", default=(os.cpu_count() or 1) * 2 + 1, show_default=True)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the API: gunicorn in production, the development server otherwise."""
+    app = _app()
+    if app.config["ENV"] == "production":
+        argv = [
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--bind",
+            f"{host}:{port}",
+            "--config",
+            "python:service.gunicorn_conf",
+            "service.wsgi:app",
+        ]
+        os.execvp(sys.executable, [sys.executable, "-m", *argv])
+    app.run(host=host, port=port, debug=False)
+
+
+@main.command("demo")
+@click.option("--port", default=8000, show_default=True)
+@click.option("--no-serve", is_flag=True, help="Set up and print credentials, but do not serve.")
+def demo(port: int, no_serve: bool) -> None:
+    """Set up a demo instance on SQLite (./alertshare-demo) and serve it on 127.0.0.1."""
+    from service.demo import seed_demo
+
+    os.environ.setdefault("ALERTSHARE_DATA_DIR", "alertshare-demo")
+    Path(os.environ["ALERTSHARE_DATA_DIR"]).mkdir(exist_ok=True)
+    app = _app()
+    with app.app_context():
+        migrate.upgrade()
+        credentials = seed_demo()
+    base = f"http://127.0.0.1:{port}"
+    click.echo(
+        f"alertshare demo: data in {app.config['DATA_DIR']} (development keys; not for real data)"
+    )
+    for item in credentials:
+        click.echo(
+            f"  {item.agency_id}: client_id={item.client_id} client_secret={item.client_secret}"
+        )
+    first = credentials[0]
+    click.echo("\nGet a token and make a first call:")
+    click.echo(
+        f"  TOKEN=$(curl -s -u '{first.client_id}:{first.client_secret}' "
+        f"-d grant_type=client_credentials {base}/oauth/token "
+        "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
+    )
+    click.echo(
+        f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'X-Acting-Practitioner: sw-0042' "
+        f"-H 'X-Purpose-Of-Use: pre_visit' {base}/api/v1/me"
+    )
+    if not no_serve:
+        click.echo(f"\nServing on {base} (Ctrl+C to stop)")
+        app.run(host="127.0.0.1", port=port, debug=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,64 @@
+"""Configuration: defaults, then ``ALERTSHARE_*`` environment variables, then a test's mapping."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEVELOPMENT_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
+MODES = ("development", "production")
+
+DEFAULTS: dict[str, Any] = {
+    "ENV": "development",
+    "SECRET_KEY": DEVELOPMENT_SECRET_KEY,
+    "DATA_DIR": "alertshare-data",
+    "DATABASE_URL": None,  # derived from DATA_DIR when unset
+    "KEYRING": None,  # derived from DATA_DIR when unset
+    "KEYRING_JSON": None,
+    "ISSUER": None,  # derived from the request host when unset
+    "TOKEN_EXPIRES_IN": 900,
+    "MAX_CONTENT_LENGTH": 64 * 1024,
+    "LOG_LEVEL": "INFO",
+    "UNUSUAL_READS_PER_HOUR": 20,
+}
+
+# Environment values arrive as strings; these keys are converted to int.
+_INT_KEYS = {"TOKEN_EXPIRES_IN", "MAX_CONTENT_LENGTH", "UNUSUAL_READS_PER_HOUR"}
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run safely; the message is a one-line reason."""
+
+
+def load_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the merged configuration: defaults, environment, then ``overrides``."""
+    config = dict(DEFAULTS)
+    for key in DEFAULTS:
+        value = os.environ.get(f"ALERTSHARE_{key}")
+        if value is not None:
+            config[key] = int(value) if key in _INT_KEYS else value
+    config.update(overrides or {})
+    if config["ENV"] not in MODES:
+        raise ConfigError(f"ALERTSHARE_ENV must be one of {', '.join(MODES)}")
+    data_dir = Path(config["DATA_DIR"]).resolve()
+    config["DATA_DIR"] = str(data_dir)
+    if not config["DATABASE_URL"]:
+        config["DATABASE_URL"] = f"sqlite:///{data_dir / 'alertshare.db'}"
+    if not config["KEYRING"] and not config["KEYRING_JSON"]:
+        config["KEYRING"] = str(data_dir / "keyring.json")
+    return config
+
+
+def production_problems(config: Mapping[str, Any]) -> list[str]:
+    """List why ``config`` must not run in production (checks that need no database)."""
+    problems = []
+    secret = config.get("SECRET_KEY") or ""
+    if not secret or secret == DEVELOPMENT_SECRET_KEY:
+        problems.append("ALERTSHARE_SECRET_KEY is missing or is the development secret")
+    elif len(secret) < 32:
+        problems.append("ALERTSHARE_SECRET_KEY must be at least 32 characters")
+    if str(config["DATABASE_URL"]).startswith("sqlite"):
+        problems.append("SQLite is the embedded development store; set a PostgreSQL DATABASE_URL")
+    return problems

@@ -1,0 +1,6 @@
+"""Database models, one aggregate per module."""
+
+from service.models.agency import AGENCY_TYPES, Agency
+from service.models.oauth import OAuthClient, OAuthToken, UsedAssertion
+
+__all__ = ["AGENCY_TYPES", "Agency", "OAuthClient", "OAuthToken", "UsedAssertion"]

@@ -1,0 +1,39 @@
+"""Agencies: the member organisations of the safeguarding partnership."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.database import Base, UTCDateTime, utcnow
+
+AGENCY_TYPES = (
+    "children_social_care",
+    "adult_social_care",
+    "health",
+    "education",
+    "housing",
+    "police",
+    "probation",
+    "voluntary",
+    "other",
+)
+SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+
+
+class Agency(Base):
+    __tablename__ = "agency"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    agency_type: Mapped[str] = mapped_column(String(32))
+    duty_contact: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    @property
+    def is_active(self) -> bool:
+        return self.disabled_at is None

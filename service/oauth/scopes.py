@@ -1,0 +1,17 @@
+"""The OAuth scopes of the API: the one place they are named."""
+
+WARNINGS_WRITE = "warnings:write"
+HOUSEHOLDS_READ = "households:read"
+NOTIFICATIONS_MANAGE = "notifications:manage"
+VISITS_WRITE = "visits:write"
+AUDIT_READ = "audit:read"
+AUDIT_READ_ALL = "audit:read:all"
+
+ALL_SCOPES = (
+    WARNINGS_WRITE,
+    HOUSEHOLDS_READ,
+    NOTIFICATIONS_MANAGE,
+    VISITS_WRITE,
+    AUDIT_READ,
+    AUDIT_READ_ALL,
+)

@@ -1,0 +1,146 @@
+"""Every error leaves as RFC 9457 problem+json: validation, routing, size, media type, crashes."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from flask import Flask, request
+from flask.testing import FlaskClient
+from marshmallow import fields
+
+from schemas.base import StrictSchema
+from service.api.access import protected
+from service.oauth.scopes import WARNINGS_WRITE
+from tests.factories import bearer, create_client, get_token
+
+
+class _Nested(StrictSchema):
+    level = fields.String(required=True)
+
+
+class _Body(StrictSchema):
+    name = fields.String(required=True)
+    count = fields.Integer(required=True)
+    nested = fields.Nested(_Nested, required=True)
+
+
+@pytest.fixture
+def probe_app(make_app: object) -> Flask:
+    """An app with two extra protected routes: one validating a body, one crashing."""
+    app: Flask = make_app()  # type: ignore[operator]
+
+    @protected(WARNINGS_WRITE)
+    def validate() -> dict[str, object]:
+        return _Body().load(request.get_json())  # type: ignore[no-any-return]
+
+    @protected(WARNINGS_WRITE)
+    def crash() -> dict[str, object]:
+        raise RuntimeError("secret internal state: /srv/keys")
+
+    app.add_url_rule("/api/v1/probe", "probe", validate, methods=["POST"])
+    app.add_url_rule("/api/v1/crash", "crash", crash)
+    return app
+
+
+@pytest.fixture
+def token(probe_app: Flask) -> str:
+    return get_token(probe_app.test_client(), create_client(probe_app))
+
+
+def _assert_problem(response: object, status: int) -> dict[str, object]:
+    assert response.status_code == status  # type: ignore[attr-defined]
+    assert response.mimetype == "application/problem+json"  # type: ignore[attr-defined]
+    body: dict[str, object] = response.get_json()  # type: ignore[attr-defined]
+    assert {"type", "title", "status", "detail"} <= set(body)
+    assert body["status"] == status
+    return body
+
+
+def test_validation_errors_name_every_field(probe_app: Flask, token: str) -> None:
+    response = probe_app.test_client().post(
+        "/api/v1/probe",
+        json={"count": "many", "nested": {"level": 3, "extra": 1}, "surprise": True},
+        headers=bearer(token),
+    )
+    body = _assert_problem(response, 400)
+    assert set(body["errors"]) == {  # type: ignore[arg-type]
+        "name",
+        "count",
+        "nested.level",
+        "nested.extra",
+        "surprise",
+    }
+
+
+def test_not_json_is_415(probe_app: Flask, token: str) -> None:
+    response = probe_app.test_client().post(
+        "/api/v1/probe",
+        data="name=x",
+        headers={**bearer(token), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    _assert_problem(response, 415)
+
+
+def test_malformed_json_is_400(probe_app: Flask, token: str) -> None:
+    response = probe_app.test_client().post(
+        "/api/v1/probe",
+        data="{not json",
+        headers={**bearer(token), "Content-Type": "application/json"},
+    )
+    _assert_problem(response, 400)
+
+
+def test_oversized_body_is_413(probe_app: Flask, token: str) -> None:
+    response = probe_app.test_client().post(
+        "/api/v1/probe",
+        json={"name": "x" * 70_000, "count": 1, "nested": {"level": "a"}},
+        headers=bearer(token),
+    )
+    _assert_problem(response, 413)
+
+
+def test_size_limit_is_configurable(make_app: object) -> None:
+    app = make_app(MAX_CONTENT_LENGTH=100)  # type: ignore[operator]
+    response = app.test_client().post("/oauth/token", data={"grant_type": "x" * 200})
+    _assert_problem(response, 413)
+
+
+def test_unknown_route_is_404(client: FlaskClient) -> None:
+    _assert_problem(client.get("/api/v1/nothing-here"), 404)
+
+
+def test_wrong_method_is_405_with_allow(client: FlaskClient) -> None:
+    response = client.delete("/api/v1/me")
+    _assert_problem(response, 405)
+    assert "GET" in response.headers["Allow"]
+
+
+def test_crash_is_generic_500_without_traceback(
+    probe_app: Flask, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="service"):
+        response = probe_app.test_client().get(
+            "/api/v1/crash", headers={**bearer(token), "X-Request-Id": "req-crash-1"}
+        )
+    body = _assert_problem(response, 500)
+    text = response.get_data(as_text=True)
+    assert "Traceback" not in text and "secret internal state" not in text
+    assert body["request_id"] == "req-crash-1"
+    assert any(record.exc_info for record in caplog.records)
+
+
+def test_request_id_is_echoed_or_generated(client: FlaskClient) -> None:
+    assert (
+        client.get("/healthz", headers={"X-Request-Id": "abc-123"}).headers["X-Request-Id"]
+        == "abc-123"
+    )
+    generated = client.get("/healthz", headers={"X-Request-Id": "bad id; drop"}).headers[
+        "X-Request-Id"
+    ]
+    assert len(generated) == 32
+
+
+def test_every_response_is_no_store(client: FlaskClient) -> None:
+    for path in ("/healthz", "/api/v1/me", "/api/v1/openapi.json", "/missing"):
+        assert client.get(path).headers["Cache-Control"] == "no-store"

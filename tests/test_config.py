@@ -1,0 +1,39 @@
+"""Configuration precedence and the refusals of production mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from service import ConfigError, create_app
+from service.config import load_config
+
+STRONG_SECRET = "s" * 40
+
+
+def test_defaults_then_environment_then_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALERTSHARE_TOKEN_EXPIRES_IN", "300")
+    monkeypatch.setenv("ALERTSHARE_LOG_LEVEL", "WARNING")
+    config = load_config({"LOG_LEVEL": "DEBUG"})
+    assert config["TOKEN_EXPIRES_IN"] == 300
+    assert config["LOG_LEVEL"] == "DEBUG"
+    assert config["MAX_CONTENT_LENGTH"] == 64 * 1024
+
+
+def test_unknown_mode_is_refused() -> None:
+    with pytest.raises(ConfigError, match="ALERTSHARE_ENV"):
+        load_config({"ENV": "staging"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"DATABASE_URL": "postgresql+psycopg://x@127.0.0.1:1/x"}, "SECRET_KEY is missing"),
+        ({"SECRET_KEY": "", "DATABASE_URL": "postgresql+psycopg://x@h/x"}, "SECRET_KEY is missing"),
+        ({"SECRET_KEY": "short", "DATABASE_URL": "postgresql+psycopg://x@h/x"}, "at least 32"),
+        ({"SECRET_KEY": STRONG_SECRET, "DATABASE_URL": "sqlite:///x.db"}, "SQLite"),
+    ],
+)
+def test_production_refuses_unsafe_settings(overrides: dict[str, str], reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason) as error:
+        create_app({"ENV": "production", **overrides})
+    assert "\n" not in str(error.value)
