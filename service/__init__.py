@@ -12,7 +12,7 @@ from service.config import ConfigError, load_config, production_problems
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Create the application from defaults, ``ALERTSHARE_*`` environment and ``config``."""
-    from service import logs, oauth, problems
+    from service import keys, logs, oauth, problems
     from service.api import access, oauth_routes, ops, v1
     from service.database import db, engine_options
 
@@ -29,6 +29,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     logs.configure_logging(settings["LOG_LEVEL"])
+    keys.init_app(app)
     db.init_app(app)
     logs.init_app(app)
     oauth.init_app(app)

@@ -11,6 +11,7 @@ from flask import Flask, Response, g, json
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from service.crypto import CryptoError
 from service.errors import DomainError
 
 PROBLEM_TYPE_BASE = "urn:alertshare:problem:"
@@ -133,6 +134,19 @@ def register_problem_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> Response:
         return problem_response(from_http_exception(error))
+
+    @app.errorhandler(CryptoError)
+    def _crypto(error: CryptoError) -> Response:
+        # The message names table, record and field only; the caller learns nothing more.
+        log.error("cannot decrypt: %s", error, extra={"error_type": type(error).__name__})
+        return problem_response(
+            Problem(
+                500,
+                "internal-error",
+                "Internal server error",
+                "The server could not complete the request. Quote the request id to support.",
+            )
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

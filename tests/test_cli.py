@@ -20,7 +20,7 @@ def run(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> C
 def _ok(runner: CliRunner, *args: str) -> str:
     result = runner.invoke(main, list(args))
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 def test_agency_and_client_lifecycle(run: CliRunner) -> None:

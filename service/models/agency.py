@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.database import Base, UTCDateTime, utcnow
+from service.models.encrypted import EncryptedRecord, Personal
 
 AGENCY_TYPES = (
     "children_social_care",
@@ -24,13 +25,14 @@ AGENCY_TYPES = (
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
 
-class Agency(Base):
+class Agency(EncryptedRecord, Base):
     __tablename__ = "agency"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     agency_type: Mapped[str] = mapped_column(String(32))
-    duty_contact: Mapped[str] = mapped_column(String(200))
+    duty_contact_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    duty_contact = Personal()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 

@@ -23,11 +23,16 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("agency_type", sa.String(length=32), nullable=False),
-        sa.Column("duty_contact", sa.String(length=200), nullable=False),
+        sa.Column("duty_contact_sealed", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", service.database.UTCDateTime(timezone=True), nullable=False),
         sa.Column("disabled_at", service.database.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("key_version", sa.Integer(), nullable=False),
+        sa.Column("wrapped_key", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_agency")),
     )
+    with op.batch_alter_table("agency", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_agency_key_version"), ["key_version"], unique=False)
+
     op.create_table(
         "used_assertion",
         sa.Column("client_id", sa.String(length=64), nullable=False),
@@ -94,5 +99,8 @@ def downgrade() -> None:
         batch_op.drop_index("ix_used_assertion_expires_at")
 
     op.drop_table("used_assertion")
+    with op.batch_alter_table("agency", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_agency_key_version"))
+
     op.drop_table("agency")
     # ### end Alembic commands ###

@@ -1,61 +1,17 @@
-"""The ``alertshare`` command: database, agencies, clients, serving and the demo."""
+"""Commands for the database schema, agencies and their OAuth clients."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from flask import Flask
 
-from service import ConfigError, agencies, create_app, migrate
-from service.database import db
-from service.errors import DomainError
+from service import agencies, migrate
+from service.cli import in_app, main
 from service.oauth.scopes import ALL_SCOPES
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _app() -> Flask:
-    try:
-        return create_app()
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from error
-
-
-def in_app(commit: bool = False) -> Callable[[F], F]:
-    """Run a command inside an app context; commit at the end when it changes data."""
-
-    def decorate(func: F) -> F:
-        @wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with _app().app_context():
-                try:
-                    result = func(*args, **kwargs)
-                    if commit:
-                        db.session.commit()
-                    return result
-                except DomainError as error:
-                    db.session.rollback()
-                    details = "; ".join(f"{k}: {' '.join(v)}" for k, v in error.errors.items())
-                    raise click.ClickException(f"{error.detail} {details}".strip()) from error
-                finally:
-                    db.session.remove()
-                    db.engine.dispose()
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
-
-
-@click.group()
-def main() -> None:
-    """alertshare: multi-agency hostility warnings about households."""
 
 
 @main.group("db")
@@ -174,66 +130,3 @@ def client_rotate_secret(client_id: str) -> None:
     """Give CLIENT_ID a new secret; the old one stops working."""
     issued = agencies.rotate_client_secret(client_id)
     click.echo(f"client_secret: {issued.secret}  (shown once; stored hashed)")
-
-
-@main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True)
-@click.option("--workers", default=(os.cpu_count() or 1) * 2 + 1, show_default=True)
-def serve(host: str, port: int, workers: int) -> None:
-    """Serve the API: gunicorn in production, the development server otherwise."""
-    app = _app()
-    if app.config["ENV"] == "production":
-        argv = [
-            "gunicorn",
-            "--workers",
-            str(workers),
-            "--bind",
-            f"{host}:{port}",
-            "--config",
-            "python:service.gunicorn_conf",
-            "service.wsgi:app",
-        ]
-        os.execvp(sys.executable, [sys.executable, "-m", *argv])
-    app.run(host=host, port=port, debug=False)
-
-
-@main.command("demo")
-@click.option("--port", default=8000, show_default=True)
-@click.option("--no-serve", is_flag=True, help="Set up and print credentials, but do not serve.")
-def demo(port: int, no_serve: bool) -> None:
-    """Set up a demo instance on SQLite (./alertshare-demo) and serve it on 127.0.0.1."""
-    from service.demo import seed_demo
-
-    os.environ.setdefault("ALERTSHARE_DATA_DIR", "alertshare-demo")
-    Path(os.environ["ALERTSHARE_DATA_DIR"]).mkdir(exist_ok=True)
-    app = _app()
-    with app.app_context():
-        migrate.upgrade()
-        credentials = seed_demo()
-    base = f"http://127.0.0.1:{port}"
-    click.echo(
-        f"alertshare demo: data in {app.config['DATA_DIR']} (development keys; not for real data)"
-    )
-    for item in credentials:
-        click.echo(
-            f"  {item.agency_id}: client_id={item.client_id} client_secret={item.client_secret}"
-        )
-    first = credentials[0]
-    click.echo("\nGet a token and make a first call:")
-    click.echo(
-        f"  TOKEN=$(curl -s -u '{first.client_id}:{first.client_secret}' "
-        f"-d grant_type=client_credentials {base}/oauth/token "
-        "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
-    )
-    click.echo(
-        f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'X-Acting-Practitioner: sw-0042' "
-        f"-H 'X-Purpose-Of-Use: pre_visit' {base}/api/v1/me"
-    )
-    if not no_serve:
-        click.echo(f"\nServing on {base} (Ctrl+C to stop)")
-        app.run(host="127.0.0.1", port=port, debug=False)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,0 +1,101 @@
+"""Records with personal fields: declared once, sealed on write, opened on read.
+
+A model mixes in ``EncryptedRecord`` and declares each personal field as ``Personal()``; the
+plaintext never reaches the database. Each record has its own data key, wrapped by the active
+key-encryption key (``key_version``, ``wrapped_key``); every field is sealed with associated data
+naming the table, the record id and the field, so a ciphertext copied to another row or column
+fails to open. Blind indexes (``blind_indexes``) are recomputed whenever a field they cover is
+set, and support exact-match look-ups without decrypting anything.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from sqlalchemy import Integer, LargeBinary
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+from service.crypto import RecordCipher
+from service.keys import active_keys
+
+
+def new_id() -> str:
+    """Return a fresh, unguessable record id."""
+    return str(uuid.uuid4())
+
+
+class Personal:
+    """A personal field stored only as ciphertext, in the column ``<name>_sealed``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.column = f"{name}_sealed"
+
+    def __get__(self, record: EncryptedRecord | None, owner: type) -> Any:
+        if record is None:
+            return self
+        # Opened values are cached on the instance: a record is opened at most once per field.
+        cache = record.__dict__.setdefault("_plaintext", {})
+        if self.name not in cache:
+            cache[self.name] = record.cipher().open(self.name, getattr(record, self.column))
+        return cache[self.name]
+
+    def __set__(self, record: EncryptedRecord, value: str | None) -> None:
+        setattr(record, self.column, record.cipher().seal(self.name, value))
+        record.__dict__.setdefault("_plaintext", {})[self.name] = value
+        record.refresh_indexes(self.name)
+
+
+# How a blind index is computed: the BlindIndexer method to use, and the fields it covers.
+IndexSpec = tuple[Callable[..., bytes], tuple[str, ...]]
+
+
+class EncryptedRecord:
+    """Mixin for models that hold personal data; subclasses declare ``Personal`` fields."""
+
+    __tablename__: Any
+    id: Mapped[str]
+    # index column -> spec; an index is None while any field it covers is None.
+    blind_indexes: ClassVar[dict[str, IndexSpec]] = {}
+
+    @declared_attr
+    def key_version(cls) -> Mapped[int]:
+        return mapped_column(Integer, index=True)
+
+    @declared_attr
+    def wrapped_key(cls) -> Mapped[bytes]:
+        return mapped_column(LargeBinary)
+
+    def __init__(self, **fields: Any) -> None:
+        # The id must exist before any field is sealed: it is part of the associated data.
+        self.id = fields.pop("id", None) or new_id()
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def cipher(self) -> RecordCipher:
+        """Return this record's cipher, creating its data key on first use."""
+        cipher: RecordCipher | None = self.__dict__.get("_cipher")
+        if cipher is None:
+            provider = active_keys().provider
+            if getattr(self, "wrapped_key", None) is None:
+                cipher = RecordCipher.new(provider, self.__tablename__, self.id)
+                self.key_version, self.wrapped_key = cipher.wrapped
+            else:
+                cipher = RecordCipher.from_wrapped(
+                    provider, self.__tablename__, self.id, self.key_version, self.wrapped_key
+                )
+            self.__dict__["_cipher"] = cipher
+        return cipher
+
+    def refresh_indexes(self, changed_field: str) -> None:
+        """Recompute the blind indexes that cover ``changed_field``."""
+        for column, (method, covered) in self.blind_indexes.items():
+            if changed_field not in covered:
+                continue
+            values = [getattr(self, name) for name in covered]
+            index = None
+            if all(value is not None for value in values):
+                index = method(active_keys().indexer, *values)
+            setattr(self, column, index)

@@ -1,0 +1,202 @@
+"""Invariant 1: no personal data in plaintext at rest, and sealed data fails closed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import date
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import inspect, select, update
+from sqlalchemy.engine import make_url
+
+from service import households, key_rotation
+from service.crypto import DecryptionError
+from service.database import db
+from service.models import Agency, Household, Involvement, Person
+from service.models.encrypted import Personal
+from tests.conftest import ON_POSTGRES
+from tests.factories import bearer, create_agency, create_client, get_token
+
+PLANTED = {
+    "given_name": "Zebedee",
+    "family_name": "Quillfeather-Okonkwo",
+    "address_line1": "17 Marzipan Crescent",
+    "address_line2": "Flat 9b Larkspur House",
+    "town": "Snodland",
+    "postcode": "ME6 5QX",
+    "uprn": "200004567123",
+    "relationship": "stepgrandfather",
+    "nhs_number": "943 476 5919",
+    "case_reference": "CSC-77-QZ-40913",
+    "lead_practitioner": "Philippa Mandragora",
+    "contact_route": "07700 900461",
+    "duty_contact": "Duty desk 01632 960713",
+}
+
+
+def _plant_everything(app: Flask) -> None:
+    agency = create_agency(app, duty_contact=PLANTED["duty_contact"])
+    with app.app_context():
+        household = households.register_household(
+            agency,
+            uprn=PLANTED["uprn"],
+            address_line1=PLANTED["address_line1"],
+            address_line2=PLANTED["address_line2"],
+            town=PLANTED["town"],
+            postcode=PLANTED["postcode"],
+        )
+        households.add_member(
+            household,
+            role="adult",
+            given_name=PLANTED["given_name"],
+            family_name=PLANTED["family_name"],
+            date_of_birth=date(1961, 2, 3),
+            nhs_number=PLANTED["nhs_number"],
+            relationship=PLANTED["relationship"],
+        )
+        households.register_involvement(
+            household,
+            agency,
+            case_reference=PLANTED["case_reference"],
+            lead_practitioner=PLANTED["lead_practitioner"],
+            contact_route=PLANTED["contact_route"],
+        )
+        db.session.commit()
+
+
+def _variants(value: str) -> set[bytes]:
+    """The planted value as it could appear: any case, any spacing, hex as in a bytea dump."""
+    squashed = re.sub(r"[\s-]+", "", value.lower())
+    return {squashed.encode(), squashed.encode().hex().encode()}
+
+
+def _leaks(raw: bytes) -> list[str]:
+    haystack = re.sub(rb"[\s-]+", b"", raw.lower())
+    return [name for name, value in PLANTED.items() if any(v in haystack for v in _variants(value))]
+
+
+def test_planted_values_round_trip(app: Flask) -> None:
+    _plant_everything(app)
+    with app.app_context():
+        person = db.session.scalars(select(Person)).one()
+        household = db.session.scalars(select(Household)).one()
+        involvement = db.session.scalars(select(Involvement)).one()
+        assert (person.given_name, person.family_name) == ("Zebedee", "Quillfeather-Okonkwo")
+        assert person.nhs_number == "9434765919"
+        assert person.date_of_birth == "1961-02-03"
+        assert household.postcode == "ME6 5QX" and household.town == "Snodland"
+        assert involvement.case_reference == PLANTED["case_reference"]
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="scans the SQLite file; the PostgreSQL run dumps instead")
+def test_sqlite_file_and_wal_hold_no_plaintext(app: Flask) -> None:
+    _plant_everything(app)
+    path = Path(make_url(app.config["DATABASE_URL"]).database or "")
+    wal = Path(f"{path}-wal")
+    raw = path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    assert wal.exists(), "expected the WAL to hold the recent writes too"
+    assert _leaks(raw) == []
+    # The scan itself must be able to see a planted value (it is not blind).
+    assert _leaks(raw + b"... QUILLFEATHER  okonkwo ...") == ["family_name"]
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL")
+def test_pg_dump_holds_no_plaintext(app: Flask) -> None:
+    _plant_everything(app)
+    url = make_url(app.config["DATABASE_URL"])
+    dump = subprocess.run(
+        [
+            "pg_dump",
+            "-h",
+            url.host or "127.0.0.1",
+            "-p",
+            str(url.port or 5432),
+            "-U",
+            url.username or "postgres",
+            url.database or "",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
+    assert b"COPY public.person" in dump
+    assert _leaks(dump) == []
+
+
+def test_blind_index_finds_equivalent_inputs(app: Flask) -> None:
+    _plant_everything(app)
+    with app.app_context():
+        assert len(households.find_households_by_address("me6 5qx", "17  marzipan crescent")) == 1
+        assert len(households.find_households_by_uprn(" 200004567123 ")) == 1
+        assert households.find_households_by_address("ME6 5QY", "17 Marzipan Crescent") == []
+        found = households.find_people_by_name_and_birth_date(
+            "QUILLFEATHER okonkwo", date(1961, 2, 3)
+        )
+        assert len(found) == 1
+        assert len(households.find_people_by_nhs_number("943-476-5919")) == 1
+
+
+def test_invalid_nhs_number_and_postcode_are_refused(app: Flask) -> None:
+    agency = create_agency(app)
+    with app.app_context():
+        with pytest.raises(households.InvalidInput) as error:
+            households.register_household(agency, postcode="NOT A CODE", address_line1="1 High St")
+        assert set(error.value.errors) == {"postcode"}
+        household = households.register_household(agency, uprn="1")
+        with pytest.raises(households.InvalidInput) as error:
+            households.add_member(
+                household, role="adult", given_name="A", family_name="B", nhs_number="943 476 5918"
+            )
+        assert set(error.value.errors) == {"nhs_number"}
+
+
+def test_ciphertext_moved_to_another_row_fails(app: Flask) -> None:
+    agency = create_agency(app)
+    with app.app_context():
+        household = households.register_household(agency, uprn="100")
+        a = households.add_member(household, role="adult", given_name="Ann", family_name="Alpha")
+        b = households.add_member(household, role="child", given_name="Bo", family_name="Beta")
+        db.session.commit()
+        a_id, b_id = a.id, b.id
+        db.session.execute(
+            update(Person).where(Person.id == b_id).values(family_name_sealed=a.family_name_sealed)
+        )
+        db.session.commit()
+        db.session.expunge_all()
+        with pytest.raises(DecryptionError) as error:
+            _ = db.session.get(Person, b_id).family_name  # type: ignore[union-attr]
+        assert b_id in str(error.value) and "Alpha" not in str(error.value)
+        assert db.session.get(Person, a_id).family_name == "Alpha"  # type: ignore[union-attr]
+
+
+def test_tampered_record_is_a_generic_500(app: Flask, client: FlaskClient) -> None:
+    creds = create_client(app)
+    token = get_token(client, creds)
+    with app.app_context():
+        sealed = bytearray(db.session.get(Agency, creds.agency_id).duty_contact_sealed)  # type: ignore[union-attr]
+        sealed[-1] ^= 0x01
+        db.session.execute(
+            update(Agency)
+            .where(Agency.id == creds.agency_id)
+            .values(duty_contact_sealed=bytes(sealed))
+        )
+        db.session.commit()
+    response = client.get("/api/v1/agencies", headers=bearer(token))
+    assert response.status_code == 500
+    assert response.mimetype == "application/problem+json"
+    assert "duty" not in response.get_data(as_text=True)
+
+
+def test_personal_fields_have_only_sealed_columns(app: Flask) -> None:
+    with app.app_context():
+        inspector = inspect(db.engine)
+        for model in key_rotation.encrypted_models():
+            columns = {column["name"] for column in inspector.get_columns(model.__tablename__)}
+            personal = [name for name, value in vars(model).items() if isinstance(value, Personal)]
+            assert personal, model
+            for name in personal:
+                assert name not in columns and f"{name}_sealed" in columns
