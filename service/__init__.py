@@ -13,7 +13,7 @@ from service.config import ConfigError, load_config, production_problems
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Create the application from defaults, ``ALERTSHARE_*`` environment and ``config``."""
     from service import keys, logs, oauth, problems
-    from service.api import access, oauth_routes, ops, v1
+    from service.api import access, audit_routes, auditing, oauth_routes, ops, v1
     from service.database import db, engine_options
 
     settings = load_config(config)
@@ -32,12 +32,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     keys.init_app(app)
     db.init_app(app)
     logs.init_app(app)
+    auditing.init_app(app)
     oauth.init_app(app)
     problems.register_problem_handlers(app)
     app.before_request(access.enforce_declared_policy)
     app.register_blueprint(ops.bp)
     app.register_blueprint(oauth_routes.bp)
     app.register_blueprint(v1.bp)
+    app.register_blueprint(audit_routes.bp)
 
     if settings["ENV"] == "production":
         with app.app_context():

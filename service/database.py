@@ -65,9 +65,20 @@ def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
     # Only SQLite connections carry these pragmas; PostgreSQL needs none.
     if type(dbapi_connection).__module__ != "sqlite3":
         return
+    # Let SQLAlchemy emit BEGIN itself (see _begin_immediately) instead of the driver.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _begin_immediately(connection: Any) -> None:
+    # Every API request appends to the audit log, so every transaction writes. Taking SQLite's
+    # write lock at BEGIN makes writers queue on busy_timeout instead of failing when a read
+    # snapshot goes stale, and serialises audit appends so the hash chain cannot fork.
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -28,6 +28,7 @@ class AccessPolicy:
     public: bool
     scopes: tuple[str, ...] = ()
     acting_context: bool = False
+    action: str | None = None  # the audit tag, "subject:action"; None only for unaudited routes
 
 
 def policy_of(view: Callable[..., Any]) -> AccessPolicy | None:
@@ -35,21 +36,25 @@ def policy_of(view: Callable[..., Any]) -> AccessPolicy | None:
     return getattr(view, "access_policy", None)
 
 
-def public(view: View) -> View:
+def public(action: str | None = None) -> Callable[[View], View]:
     """Declare a route open to anyone (health, metadata, token endpoints, API description)."""
-    view.access_policy = AccessPolicy(public=True)  # type: ignore[attr-defined]
-    return view
+
+    def decorate(view: View) -> View:
+        view.access_policy = AccessPolicy(public=True, action=action)  # type: ignore[attr-defined]
+        return view
+
+    return decorate
 
 
-def protected(*scopes: str, acting_context: bool = True) -> Callable[[View], View]:
-    """Require a bearer token holding any one of ``scopes``.
+def protected(*scopes: str, action: str, acting_context: bool = True) -> Callable[[View], View]:
+    """Require a bearer token holding any one of ``scopes``; audit the request as ``action``.
 
     With ``acting_context`` (the default for data routes) the request must also name the
     acting practitioner and the purpose of use.
     """
     if not scopes:
         raise ValueError("a protected route must name at least one scope")
-    policy = AccessPolicy(public=False, scopes=scopes, acting_context=acting_context)
+    policy = AccessPolicy(public=False, scopes=scopes, acting_context=acting_context, action=action)
 
     def decorate(view: View) -> View:
         @functools.wraps(view)

@@ -14,14 +14,14 @@ bp = Blueprint("oauth", __name__)
 
 
 @bp.post("/oauth/token")
-@public
+@public(action="token:issue")
 def issue_token() -> Response:
     """Issue an access token (client_credentials grant)."""
     return authorization_server().create_token_response()  # type: ignore[no-any-return]
 
 
 @bp.post("/oauth/introspect")
-@public
+@public(action="token:introspect")
 def introspect_token() -> Response:
     """Describe a token to its own client (RFC 7662)."""
     server = authorization_server()
@@ -29,7 +29,7 @@ def introspect_token() -> Response:
 
 
 @bp.post("/oauth/revoke")
-@public
+@public(action="token:revoke")
 def revoke_token() -> Response:
     """Revoke a token (RFC 7009)."""
     server = authorization_server()
@@ -37,7 +37,7 @@ def revoke_token() -> Response:
 
 
 @bp.get("/.well-known/oauth-authorization-server")
-@public
+@public()
 def server_metadata() -> dict[str, Any]:
     """Describe this authorization server (RFC 8414)."""
     return metadata()

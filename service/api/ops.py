@@ -14,14 +14,14 @@ bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
-@public
+@public()
 def healthz() -> dict[str, Any]:
     """Say the process is up."""
     return {"status": "ok"}
 
 
 @bp.get("/readyz")
-@public
+@public()
 def readyz() -> dict[str, Any]:
     """Say whether the database answers and its schema is at the migration head."""
     try:

@@ -10,6 +10,7 @@ from schemas.agency import AgencyListSchema, AgencySchema, CallerSchema
 from schemas.openapi import build_openapi, documented
 from service import agencies
 from service.api.access import current_caller, protected, public
+from service.audit.request import current_entry
 from service.oauth.scopes import ALL_SCOPES
 from service.oauth.server import issuer_url
 from service.problems import Problem
@@ -31,7 +32,7 @@ def require_json_body() -> None:
 
 
 @bp.get("/me")
-@protected(*ALL_SCOPES)
+@protected(*ALL_SCOPES, action="caller:read")
 @documented(response=CallerSchema)
 def whoami() -> dict[str, Any]:
     """Describe the calling client: its agency, scopes and acting context.
@@ -39,6 +40,7 @@ def whoami() -> dict[str, Any]:
     Use it to check an integration end to end before sending data.
     """
     caller = current_caller()
+    current_entry().returning("agency", [caller.agency_id])
     body: dict[str, Any] = CallerSchema().dump(
         {
             "agency": agencies.get_agency(caller.agency_id),
@@ -52,15 +54,17 @@ def whoami() -> dict[str, Any]:
 
 
 @bp.get("/agencies")
-@protected(*ALL_SCOPES)
+@protected(*ALL_SCOPES, action="agency:list")
 @documented(response=AgencyListSchema)
 def list_agencies() -> dict[str, Any]:
     """List the partnership's active agencies and their duty contacts."""
-    return {"items": AgencySchema(many=True).dump(agencies.list_agencies())}
+    found = agencies.list_agencies()
+    current_entry().returning("agency", [agency.id for agency in found])
+    return {"items": AgencySchema(many=True).dump(found)}
 
 
 @bp.get("/openapi.json")
-@public
+@public(action="api:describe")
 def openapi_document() -> dict[str, Any]:
     """Return the OpenAPI 3.1 description of this API."""
     rules = [

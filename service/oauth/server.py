@@ -18,6 +18,7 @@ from joserfc.jwk import KeySet, KeySetSerialization
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from service.audit.request import current_entry
 from service.database import db, utcnow
 from service.models.oauth import OAuthClient, OAuthToken, UsedAssertion, hash_secret
 from service.oauth.scopes import ALL_SCOPES
@@ -27,8 +28,14 @@ CLIENT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
 
 def query_client(client_id: str) -> OAuthClient | None:
     """Return the active client with ``client_id``; revoked clients and disabled agencies vanish."""
-    client = db.session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))
-    return client if client is not None and client.is_active else None
+    query = select(OAuthClient).where(OAuthClient.client_id == client_id)
+    client: OAuthClient | None = db.session.scalar(query)
+    if client is None or not client.is_active:
+        return None
+    # The audit entry names the client that tried, whether or not it then authenticates.
+    entry = current_entry()
+    entry.agency_id, entry.client_id = client.agency_id, client.client_id
+    return client
 
 
 def query_token(token_string: str) -> OAuthToken | None:
@@ -49,7 +56,6 @@ def save_token(token: dict[str, Any], oauth_request: Any) -> None:
             expires_in=int(token["expires_in"]),
         )
     )
-    db.session.commit()
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
@@ -123,7 +129,6 @@ class TokenRevocation(RevocationEndpoint):  # type: ignore[misc]
 
     def revoke_token(self, token: OAuthToken, request: Any) -> None:
         token.revoked_at = utcnow()
-        db.session.commit()
 
 
 class HashedBearerTokenValidator(BearerTokenValidator):  # type: ignore[misc]

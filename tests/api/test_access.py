@@ -74,7 +74,7 @@ def test_insufficient_scope_is_403_naming_the_scope(make_app: object) -> None:
 
     app = make_app()  # type: ignore[operator]
 
-    @protected(AUDIT_READ)
+    @protected(AUDIT_READ, action="test:audit-only")
     def audit_only() -> dict[str, str]:
         return {"ok": "yes"}
 

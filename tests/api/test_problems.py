@@ -30,11 +30,11 @@ def probe_app(make_app: object) -> Flask:
     """An app with two extra protected routes: one validating a body, one crashing."""
     app: Flask = make_app()  # type: ignore[operator]
 
-    @protected(WARNINGS_WRITE)
+    @protected(WARNINGS_WRITE, action="test:validate")
     def validate() -> dict[str, object]:
         return _Body().load(request.get_json())  # type: ignore[no-any-return]
 
-    @protected(WARNINGS_WRITE)
+    @protected(WARNINGS_WRITE, action="test:crash")
     def crash() -> dict[str, object]:
         raise RuntimeError("secret internal state: /srv/keys")
 

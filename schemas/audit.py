@@ -1,0 +1,78 @@
+"""Schemas of the auditors' API."""
+
+from marshmallow import fields, validate
+
+from schemas.base import StrictSchema
+
+OUTCOMES = ("allowed", "denied", "failed")
+
+
+class EventQuerySchema(StrictSchema):
+    household_id = fields.String()
+    warning_id = fields.String()
+    agency_id = fields.String()
+    practitioner = fields.String()
+    action = fields.String(metadata={"description": "e.g. household:read"})
+    outcome = fields.String(validate=validate.OneOf(OUTCOMES))
+    since = fields.AwareDateTime(metadata={"description": "Inclusive, ISO 8601 with zone"})
+    until = fields.AwareDateTime(metadata={"description": "Exclusive, ISO 8601 with zone"})
+    unusual = fields.Boolean(
+        load_default=False,
+        metadata={"description": "Only reads without involvement, emergency reads, bulk browsing"},
+    )
+    cursor = fields.Integer(validate=validate.Range(min=1), metadata={"description": "next_cursor"})
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+class ExportQuerySchema(EventQuerySchema):
+    format = fields.String(load_default="jsonl", validate=validate.OneOf(("jsonl", "csv")))
+
+
+class EventSchema(StrictSchema):
+    seq = fields.Integer(required=True)
+    occurred_at = fields.String(required=True)
+    action = fields.String(required=True)
+    outcome = fields.String(required=True)
+    status = fields.Integer(required=True)
+    agency_id = fields.String(allow_none=True)
+    client_id = fields.String(allow_none=True)
+    practitioner = fields.String(allow_none=True)
+    purpose = fields.String(allow_none=True)
+    request_id = fields.String(allow_none=True)
+    source_address = fields.String(allow_none=True)
+    targets = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+    returned = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+    hash = fields.String(required=True)
+    flags = fields.List(fields.String(), required=True)
+
+
+class EventPageSchema(StrictSchema):
+    items = fields.List(fields.Nested(EventSchema), required=True)
+    next_cursor = fields.Integer(allow_none=True, required=True)
+
+
+class AccessLineSchema(StrictSchema):
+    agency_id = fields.String(allow_none=True)
+    practitioner = fields.String(allow_none=True)
+    purposes = fields.List(fields.String())
+    actions = fields.List(fields.String())
+    first_access = fields.String()
+    last_access = fields.String()
+    accesses = fields.Integer()
+    flags = fields.List(fields.String())
+
+
+class AccessReportSchema(StrictSchema):
+    household_id = fields.String(required=True)
+    accessed_by = fields.List(fields.Nested(AccessLineSchema), required=True)
+
+
+class VerificationSchema(StrictSchema):
+    ok = fields.Boolean(required=True)
+    checked = fields.Integer(required=True)
+    head_seq = fields.Integer(allow_none=True)
+    head_hash = fields.String(allow_none=True)
+    first_bad_seq = fields.Integer(allow_none=True)
+    problem = fields.String(allow_none=True)
+    detail = fields.String(allow_none=True)
+    checkpoint_seq = fields.Integer(allow_none=True)

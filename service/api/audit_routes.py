@@ -1,0 +1,140 @@
+"""The auditors' API: who accessed what, when and why, and is the log intact."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request, stream_with_context
+
+from schemas.audit import (
+    AccessReportSchema,
+    EventPageSchema,
+    EventQuerySchema,
+    ExportQuerySchema,
+    VerificationSchema,
+)
+from schemas.openapi import documented
+from service.api.access import current_caller, protected
+from service.audit import queries
+from service.audit.log import latest_checkpoint, verify_log
+from service.audit.request import current_entry
+from service.context import Caller
+from service.database import db
+from service.errors import NotFound
+from service.keys import active_keys
+from service.models.household import Involvement
+from service.oauth.scopes import AUDIT_READ, AUDIT_READ_ALL
+
+bp = Blueprint("audit", __name__, url_prefix="/api/v1/audit")
+EXPORT_COLUMNS = (
+    "seq", "occurred_at", "action", "outcome", "status", "agency_id", "client_id",
+    "practitioner", "purpose", "request_id", "source_address", "targets", "returned", "flags",
+)  # fmt: skip
+
+
+def _viewer(caller: Caller) -> str | None:
+    """Return the agency whose view applies, or None for the partnership's audit lead."""
+    return None if caller.has_scope(AUDIT_READ_ALL) else caller.agency_id
+
+
+def _filters(args: dict[str, Any]) -> queries.EventFilter:
+    names = queries.EventFilter.__dataclass_fields__
+    return queries.EventFilter(**{k: v for k, v in args.items() if k in names})
+
+
+def _bulk_threshold() -> int:
+    return int(current_app.config["UNUSUAL_READS_PER_HOUR"])
+
+
+@bp.get("/events")
+@protected(AUDIT_READ, AUDIT_READ_ALL, action="audit:search")
+@documented(query=EventQuerySchema, response=EventPageSchema)
+def list_events() -> dict[str, Any]:
+    """List audit entries, newest first, filtered; follow next_cursor for older ones.
+
+    With audit:read an agency sees the entries it made and those about households it works
+    with; with audit:read:all, everything.
+    """
+    args = EventQuerySchema().load(request.args)
+    events, cursor = queries.find_events(
+        _filters(args), _viewer(current_caller()), before_seq=args.get("cursor"),
+        limit=args["limit"], bulk_threshold=_bulk_threshold(),
+    )  # fmt: skip
+    current_entry().returning("audit_entry", [str(e.entry.seq) for e in events])
+    return {"items": [e.as_dict() for e in events], "next_cursor": cursor}
+
+
+@bp.get("/events/export")
+@protected(AUDIT_READ, AUDIT_READ_ALL, action="audit:export")
+@documented(query=ExportQuerySchema)
+def export_events() -> Response:
+    """Stream matching entries as JSON Lines or CSV; X-Total-Count gives the row count."""
+    args = ExportQuerySchema().load(request.args)
+    filters, viewer = _filters(args), _viewer(current_caller())
+    total = queries.count_events(filters, viewer)
+    threshold = _bulk_threshold()
+
+    def rows() -> Iterator[str]:
+        events = queries.iter_events(filters, viewer, threshold)
+        if args["format"] == "jsonl":
+            for event in events:
+                yield json.dumps(event.as_dict()) + "\n"
+            return
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(EXPORT_COLUMNS)
+        for event in events:
+            item = event.as_dict()
+            writer.writerow([json.dumps(item[c]) if isinstance(item[c], dict | list) else item[c]
+                             for c in EXPORT_COLUMNS])  # fmt: skip
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+        yield buffer.getvalue()
+
+    mimetype = "application/jsonl" if args["format"] == "jsonl" else "text/csv"
+    response = Response(stream_with_context(rows()), mimetype=mimetype)
+    response.headers["X-Total-Count"] = str(total)
+    response.headers["Content-Disposition"] = f"attachment; filename=audit.{args['format']}"
+    return response
+
+
+@bp.get("/households/<household_id>/access-report")
+@protected(AUDIT_READ, AUDIT_READ_ALL, action="audit:access-report")
+@documented(response=AccessReportSchema)
+def household_access_report(household_id: str) -> dict[str, Any]:
+    """Everyone who accessed a household's record, by agency and practitioner.
+
+    For subject access requests and for spotting browsing without need. With audit:read the
+    caller's agency must be (or have been) involved with the household.
+    """
+    caller = current_caller()
+    if _viewer(caller) is not None and not _ever_involved(caller.agency_id, household_id):
+        raise NotFound("No such household among those your agency works with.")
+    lines = queries.access_report(household_id, _bulk_threshold())
+    return {"household_id": household_id, "accessed_by": [line.as_dict() for line in lines]}
+
+
+def _ever_involved(agency_id: str, household_id: str) -> bool:
+    return (
+        db.session.query(
+            db.session.query(Involvement)
+            .filter_by(agency_id=agency_id, household_id=household_id)
+            .exists()
+        ).scalar()
+        is True
+    )
+
+
+@bp.get("/verify")
+@protected(AUDIT_READ_ALL, action="audit:verify")
+@documented(response=VerificationSchema)
+def verify() -> dict[str, Any]:
+    """Walk the whole hash chain, against the latest signed checkpoint, and report."""
+    checkpoint = latest_checkpoint(active_keys().keyring.signing_key)
+    report = verify_log(checkpoint)
+    return {**report.to_json(), "checkpoint_seq": checkpoint.seq if checkpoint else None}

@@ -1,0 +1,125 @@
+"""Invariant 2: every API and token request leaves one audit entry; fail closed."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select, text
+
+from service.audit.log import verify_log
+from service.database import db
+from service.models import OAuthToken
+from service.oauth.scopes import HOUSEHOLDS_READ
+from tests.audit.helpers import audit_entries, last_entry
+from tests.factories import basic_auth, bearer, create_agency, create_client, get_token
+
+
+def test_token_issue_is_recorded_with_client(app: Flask, client: FlaskClient) -> None:
+    creds = create_client(app)
+    get_token(client, creds)
+    entry = last_entry(app)
+    assert (entry["action"], entry["outcome"], entry["status"]) == ("token:issue", "allowed", 200)
+    assert (entry["agency_id"], entry["client_id"]) == (creds.agency_id, creds.client_id)
+
+
+def test_failed_token_request_is_recorded_as_denied(app: Flask, client: FlaskClient) -> None:
+    creds = create_client(app)
+    client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                headers=basic_auth(creds.client_id, "wrong"))  # fmt: skip
+    entry = last_entry(app)
+    assert (entry["action"], entry["outcome"], entry["status"]) == ("token:issue", "denied", 401)
+    assert entry["client_id"] == creds.client_id
+
+
+def test_api_read_records_caller_context_and_returned_ids(app: Flask, client: FlaskClient) -> None:
+    creds = create_client(app)
+    other = create_agency(app)
+    token = get_token(client, creds)
+    response = client.get("/api/v1/agencies", headers={**bearer(token), "X-Request-Id": "req-77"})
+    assert response.status_code == 200
+    entry = last_entry(app)
+    assert entry["action"] == "agency:list"
+    assert (entry["practitioner"], entry["purpose"]) == ("sw-0042", "pre_visit")
+    assert entry["request_id"] == "req-77"
+    assert entry["source_address"] == "127.0.0.1"
+    returned = {item["id"] for item in response.get_json()["items"]}
+    assert set(entry["returned"]["agency"]) == returned == {creds.agency_id, other}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"Authorization": "Bearer forged"}, 401)],
+)
+def test_unauthenticated_requests_are_recorded(
+    app: Flask, client: FlaskClient, headers: dict[str, str], status: int
+) -> None:
+    assert client.get("/api/v1/me", headers=headers).status_code == status
+    entry = last_entry(app)
+    assert (entry["action"], entry["outcome"], entry["status"]) == ("caller:read", "denied", status)
+    assert entry["agency_id"] is None
+
+
+def test_validation_failure_is_recorded_as_failed(app: Flask, client: FlaskClient) -> None:
+    token = get_token(client, create_client(app))
+    client.get("/api/v1/audit/events?limit=9999", headers=bearer(token))
+    entry = last_entry(app)
+    assert (entry["action"], entry["outcome"], entry["status"]) == ("audit:search", "failed", 400)
+
+
+def test_unknown_api_route_is_recorded(app: Flask, client: FlaskClient) -> None:
+    client.get("/api/v1/households/does-not-exist/anything")
+    entry = last_entry(app)
+    assert (entry["action"], entry["status"]) == ("request:unrouted", 404)
+
+
+def test_health_checks_are_not_audited(app: Flask, client: FlaskClient) -> None:
+    client.get("/healthz")
+    client.get("/readyz")
+    assert audit_entries(app) == []
+
+
+def test_one_entry_per_request_and_chain_verifies(app: Flask, client: FlaskClient) -> None:
+    creds = create_client(app)
+    token = get_token(client, creds)
+    for path in ("/api/v1/me", "/api/v1/agencies", "/api/v1/openapi.json", "/api/v1/nope"):
+        client.get(path, headers=bearer(token))
+    assert [e["seq"] for e in audit_entries(app)] == [1, 2, 3, 4, 5]
+    with app.app_context():
+        assert verify_log().ok
+
+
+def test_fail_closed_when_the_audit_log_cannot_be_written(app: Flask, client: FlaskClient) -> None:
+    creds = create_client(app, scopes=(HOUSEHOLDS_READ,))
+    token = get_token(client, creds)
+    with app.app_context():
+        db.session.execute(text("ALTER TABLE audit_entry RENAME TO audit_entry_unwritable"))
+        db.session.commit()
+    response = client.get("/api/v1/agencies", headers=bearer(token))
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert creds.agency_id not in response.get_data(as_text=True)
+    # Work done by the refused request is rolled back: no token is issued either.
+    assert creds.secret
+    refused = client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                          headers=basic_auth(creds.client_id, creds.secret))  # fmt: skip
+    assert refused.status_code == 503 and "access_token" not in refused.get_data(as_text=True)
+    with app.app_context():
+        assert len(db.session.scalars(select(OAuthToken)).all()) == 1
+
+
+def test_no_personal_data_in_audit_table_or_log(
+    app: Flask, client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    planted = "Duty desk for Wilhelmina Fotheringay 01632 960999"
+    creds = create_client(app, agency_id=create_agency(app, duty_contact=planted))
+    token = get_token(client, creds)
+    assert planted in client.get("/api/v1/agencies", headers=bearer(token)).get_data(as_text=True)
+    client.get("/api/v1/me", headers=bearer(token))
+    with app.app_context():
+        dump = "\n".join(str(row) for row in db.session.execute(text("SELECT * FROM audit_entry")))
+    log = capsys.readouterr().err
+    assert '"path": "/api/v1/agencies"' in log  # the application log was captured
+    for needle in ("Fotheringay", "960999", token, creds.secret):
+        assert needle not in dump
+        assert needle not in log
