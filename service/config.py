@@ -22,14 +22,25 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "LOG_LEVEL": "INFO",
     "UNUSUAL_READS_PER_HOUR": 20,
+    # Only benchmarks switch auditing off, to measure its cost; production refuses to.
+    "AUDIT": True,
 }
 
 # Environment values arrive as strings; these keys are converted to int.
 _INT_KEYS = {"TOKEN_EXPIRES_IN", "MAX_CONTENT_LENGTH", "UNUSUAL_READS_PER_HOUR"}
+_BOOL_KEYS = {"AUDIT"}
 
 
 class ConfigError(RuntimeError):
     """The configuration cannot run safely; the message is a one-line reason."""
+
+
+def _convert(key: str, value: str) -> Any:
+    if key in _INT_KEYS:
+        return int(value)
+    if key in _BOOL_KEYS:
+        return value.strip().lower() not in ("0", "false", "no", "off")
+    return value
 
 
 def load_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -38,7 +49,7 @@ def load_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     for key in DEFAULTS:
         value = os.environ.get(f"ALERTSHARE_{key}")
         if value is not None:
-            config[key] = int(value) if key in _INT_KEYS else value
+            config[key] = _convert(key, value)
     config.update(overrides or {})
     if config["ENV"] not in MODES:
         raise ConfigError(f"ALERTSHARE_ENV must be one of {', '.join(MODES)}")
@@ -59,6 +70,8 @@ def production_problems(config: Mapping[str, Any]) -> list[str]:
         problems.append("ALERTSHARE_SECRET_KEY is missing or is the development secret")
     elif len(secret) < 32:
         problems.append("ALERTSHARE_SECRET_KEY must be at least 32 characters")
+    if not config.get("AUDIT", True):
+        problems.append("auditing cannot be switched off in production")
     if str(config["DATABASE_URL"]).startswith("sqlite"):
         problems.append("SQLite is the embedded development store; set a PostgreSQL DATABASE_URL")
     return problems

@@ -13,7 +13,9 @@ STRONG_SECRET = "s" * 40
 def test_defaults_then_environment_then_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALERTSHARE_TOKEN_EXPIRES_IN", "300")
     monkeypatch.setenv("ALERTSHARE_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("ALERTSHARE_AUDIT", "off")
     config = load_config({"LOG_LEVEL": "DEBUG"})
+    assert config["AUDIT"] is False
     assert config["TOKEN_EXPIRES_IN"] == 300
     assert config["LOG_LEVEL"] == "DEBUG"
     assert config["MAX_CONTENT_LENGTH"] == 64 * 1024
@@ -31,6 +33,14 @@ def test_unknown_mode_is_refused() -> None:
         ({"SECRET_KEY": "", "DATABASE_URL": "postgresql+psycopg://x@h/x"}, "SECRET_KEY is missing"),
         ({"SECRET_KEY": "short", "DATABASE_URL": "postgresql+psycopg://x@h/x"}, "at least 32"),
         ({"SECRET_KEY": STRONG_SECRET, "DATABASE_URL": "sqlite:///x.db"}, "SQLite"),
+        (
+            {
+                "SECRET_KEY": STRONG_SECRET,
+                "DATABASE_URL": "postgresql+psycopg://x@h/x",
+                "AUDIT": False,
+            },
+            "auditing cannot be switched off",
+        ),
     ],
 )
 def test_production_refuses_unsafe_settings(overrides: dict[str, str], reason: str) -> None:

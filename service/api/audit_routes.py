@@ -20,6 +20,7 @@ from schemas.audit import (
 from schemas.openapi import documented
 from service.api.access import current_caller, protected
 from service.audit import queries
+from service.audit.checkpoint import public_key_from_private
 from service.audit.log import latest_checkpoint, verify_log
 from service.audit.request import current_entry
 from service.context import Caller
@@ -135,6 +136,7 @@ def _ever_involved(agency_id: str, household_id: str) -> bool:
 @documented(response=VerificationSchema)
 def verify() -> dict[str, Any]:
     """Walk the whole hash chain, against the latest signed checkpoint, and report."""
-    checkpoint = latest_checkpoint(active_keys().keyring.signing_key)
-    report = verify_log(checkpoint)
+    signing_key = active_keys().keyring.signing_key
+    checkpoint = latest_checkpoint(signing_key)
+    report = verify_log(checkpoint, public_key_from_private(signing_key))
     return {**report.to_json(), "checkpoint_seq": checkpoint.seq if checkpoint else None}

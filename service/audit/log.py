@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from service.audit.chain import (
+    GENESIS_HASH,
     VerificationReport,
     canonical_json,
     format_timestamp,
@@ -19,12 +21,19 @@ from service.audit.chain import (
 )
 from service.audit.checkpoint import (
     Checkpoint,
+    CheckpointError,
     public_key_from_private,
     sign_checkpoint,
     verify_checkpoint_signature,
 )
 from service.database import db, utcnow
-from service.models.audit import AuditCheckpoint, AuditEntry, AuditHead, AuditRef
+from service.models.audit import (
+    AuditArchive,
+    AuditCheckpoint,
+    AuditEntry,
+    AuditHead,
+    AuditRef,
+)
 
 OUTCOMES = ("allowed", "denied", "failed")
 HEAD_ID = 1
@@ -128,20 +137,52 @@ def _decoded(result: Iterable[Sequence[Any]]) -> Iterator[tuple[Any, ...]]:
                r[12], loads(r[13]), bytes(r[14]), bytes(r[15]))  # fmt: skip
 
 
-def verify_log(checkpoint: Checkpoint | None = None) -> VerificationReport:
-    """Walk the whole chain; name the first entry altered, missing, reordered or truncated."""
+def latest_archive() -> AuditArchive | None:
+    """Return the newest archive record (entries up to its ``through_seq`` were removed)."""
+    query = select(AuditArchive).order_by(AuditArchive.through_seq.desc())
+    return db.session.scalars(query).first()
+
+
+def verify_log(
+    checkpoint: Checkpoint | None = None, public_key: bytes | None = None
+) -> VerificationReport:
+    """Walk the whole chain; name the first entry altered, missing, reordered or truncated.
+
+    After an archival the walk starts from the archive record's hash, once its signature checks
+    out against ``public_key``; a checkpoint older than the archive can no longer be checked
+    and is ignored.
+    """
+    archive = latest_archive()
+    start_seq, start_hash = (1, GENESIS_HASH)
+    if archive is not None:
+        if public_key is None or not _archive_signed(archive, public_key):
+            detail = (
+                "the archive record's signature cannot be verified; nothing after it is trusted"
+            )
+            return VerificationReport(
+                False, 0, None, None, archive.through_seq, "archive_invalid", detail
+            )
+        start_seq, start_hash = archive.through_seq + 1, bytes(archive.through_hash)
+    if checkpoint is not None and checkpoint.seq < start_seq - 1:
+        checkpoint = None
     # In insertion order (id), not seq order: reordered entries must look reordered.
     result = db.session.execute(
-        select(*_ROW_COLUMNS).order_by(AuditEntry.id).execution_options(yield_per=10_000)
+        select(*_ROW_COLUMNS)
+        .where(AuditEntry.seq >= start_seq)
+        .order_by(AuditEntry.id)
+        .execution_options(yield_per=10_000)
     )
     try:
-        report = verify_chain(_decoded(result), checkpoint=checkpoint)
+        report = verify_chain(
+            _decoded(result), start_prev_hash=start_hash, start_seq=start_seq,
+            checkpoint=checkpoint,
+        )  # fmt: skip
     finally:
         result.close()  # verification may stop early; release the server-side cursor
     head_seq = db.session.scalar(select(AuditHead.seq).where(AuditHead.id == HEAD_ID)) or 0
-    if report.ok and head_seq > (report.head_seq or 0):
+    last = report.head_seq if report.head_seq is not None else start_seq - 1
+    if report.ok and head_seq > last:
         # The head row remembers more entries than the table holds: the tail was removed.
-        last = report.head_seq or 0
         return VerificationReport(
             False,
             report.checked,
@@ -152,6 +193,66 @@ def verify_log(checkpoint: Checkpoint | None = None) -> VerificationReport:
             f"the chain head records seq {head_seq} but the log ends at seq {last}",
         )
     return report
+
+
+def _archive_signed(archive: AuditArchive, public_key: bytes) -> bool:
+    statement = Checkpoint(
+        archive.through_seq, bytes(archive.through_hash).hex(), archive.created_at,
+        archive.key_id, archive.signature,
+    )  # fmt: skip
+    try:
+        verify_checkpoint_signature(statement, public_key)
+    except CheckpointError:
+        return False
+    return True
+
+
+def archive_through(through_seq: int, out: IO[bytes], signing_key: bytes) -> AuditArchive:
+    """Export entries up to ``through_seq`` as JSON Lines to ``out``, then remove them.
+
+    Refuses unless the whole chain verifies. Leaves a signed archive record and an ``archive``
+    entry in the chain naming the range and the export's SHA-256; the caller commits.
+    """
+    report = verify_log(public_key=public_key_from_private(signing_key))
+    if not report.ok:
+        raise ValueError(f"the audit log does not verify ({report.problem}); not archiving")
+    previous = latest_archive()
+    first = previous.through_seq + 1 if previous else 1
+    if not report.head_seq or not first <= through_seq < report.head_seq:
+        raise ValueError(f"through_seq must be between {first} and {(report.head_seq or 1) - 1}")
+    digest = hashlib.sha256()
+    rows = db.session.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.seq.between(first, through_seq))
+        .order_by(AuditEntry.seq)
+    )
+    last_hash = b""
+    for row in rows:
+        line = (
+            json.dumps(
+                {**row.chained_fields(), "prev_hash": row.prev_hash.hex(), "hash": row.hash.hex()},
+                sort_keys=True,
+            ).encode()
+            + b"\n"
+        )
+        digest.update(line)
+        out.write(line)
+        last_hash = bytes(row.hash)
+    signed = sign_checkpoint(signing_key, through_seq, last_hash)
+    record = AuditArchive(
+        through_seq=through_seq, through_hash=last_hash, export_sha256=digest.hexdigest(),
+        entries=through_seq - first + 1, created_at=signed.created_at, key_id=signed.key_id,
+        signature=signed.signature,
+    )  # fmt: skip
+    db.session.add(record)
+    db.session.flush()  # the triggers allow the deletes below only once this row exists
+    db.session.execute(delete(AuditRef).where(AuditRef.entry_seq <= through_seq))
+    db.session.execute(delete(AuditEntry).where(AuditEntry.seq <= through_seq))
+    entry = PendingEntry(action="audit:archive", kind="archive")
+    entry.target("audit_entry_range", str(first), str(through_seq))
+    entry.target("audit_export_sha256", record.export_sha256)
+    append(entry)
+    return record
 
 
 def create_checkpoint(signing_key: bytes) -> Checkpoint:

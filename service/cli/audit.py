@@ -14,7 +14,12 @@ from service.audit.checkpoint import (
     public_key_from_private,
     verify_checkpoint_signature,
 )
-from service.audit.log import create_checkpoint, latest_checkpoint, verify_log
+from service.audit.log import (
+    archive_through,
+    create_checkpoint,
+    latest_checkpoint,
+    verify_log,
+)
 from service.cli import in_app, main
 from service.keys import active_keys
 
@@ -42,10 +47,36 @@ def audit_verify(checkpoint_file: str | None) -> None:
             checkpoint = latest_checkpoint(signing_key)
     except CheckpointError as error:
         raise click.ClickException(f"checkpoint refused: {error}") from error
-    report = verify_log(checkpoint)
+    report = verify_log(checkpoint, public_key_from_private(signing_key))
     click.echo(json.dumps({**report.to_json(), "checkpoint_seq": checkpoint and checkpoint.seq}))
     if not report.ok:
         sys.exit(1)
+
+
+@audit_group.command("archive")
+@click.option("--through", "through_seq", type=int, required=True, help="Last seq to archive.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, exists=False),
+    required=True,
+    help="JSON Lines export of the archived entries (keep it: it is the record).",
+)
+@in_app(commit=True)
+def audit_archive(through_seq: int, out: str) -> None:
+    """Export entries up to --through, leave a signed truncation record, then remove them."""
+    path = Path(out)
+    if path.exists():
+        raise click.ClickException(f"{path} exists; refusing to overwrite an export")
+    try:
+        with path.open("xb") as export:
+            record = archive_through(through_seq, export, active_keys().keyring.signing_key)
+    except ValueError as error:
+        path.unlink(missing_ok=True)
+        raise click.ClickException(str(error)) from error
+    click.echo(
+        f"archived {record.entries} entries through seq {record.through_seq} to {path} "
+        f"(sha256 {record.export_sha256})"
+    )
 
 
 @audit_group.command("checkpoint")

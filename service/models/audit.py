@@ -89,3 +89,22 @@ class AuditCheckpoint(Base):
     created_at: Mapped[str] = mapped_column(String(27))
     key_id: Mapped[str] = mapped_column(String(16))
     signature: Mapped[str] = mapped_column(String(128))
+
+
+class AuditArchive(Base):
+    """A signed truncation record: entries up to ``through_seq`` were exported, then removed.
+
+    The append-only triggers let rows at or below the latest ``through_seq`` be deleted, and
+    nothing else; verification resumes from ``through_hash``.
+    """
+
+    __tablename__ = "audit_archive"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    through_seq: Mapped[int] = mapped_column(SequenceNumber, unique=True)
+    through_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    export_sha256: Mapped[str] = mapped_column(String(64))
+    entries: Mapped[int] = mapped_column(SequenceNumber)
+    created_at: Mapped[str] = mapped_column(String(27))
+    key_id: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[str] = mapped_column(String(128))

@@ -1,7 +1,9 @@
 """The audit log: hash-chained entries, their referenced ids, the head, checkpoints.
 
-UPDATE, DELETE (and on PostgreSQL TRUNCATE) on entries and references are refused by triggers;
-with ALERTSHARE_DATABASE_APP_ROLE set, those privileges are also revoked from that role.
+UPDATE, DELETE (and on PostgreSQL TRUNCATE) on entries, references and archive records are
+refused by triggers, except DELETE of rows a signed archive record already covers; with
+ALERTSHARE_DATABASE_APP_ROLE set, UPDATE and TRUNCATE are also revoked from that role (DELETE stays
+granted for archival, and the triggers still refuse it for unarchived rows).
 
 Revision ID: 0003
 Revises: 0002
@@ -19,7 +21,6 @@ branch_labels = None
 depends_on = None
 
 SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-APPEND_ONLY = ("audit_entry", "audit_ref")
 
 
 def upgrade() -> None:
@@ -96,6 +97,19 @@ def upgrade() -> None:
             "ix_audit_ref_lookup", ["ref_type", "ref_id", "entry_seq"], unique=False
         )
 
+    op.create_table(
+        "audit_archive",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("through_seq", SEQ, nullable=False),
+        sa.Column("through_hash", sa.LargeBinary(length=32), nullable=False),
+        sa.Column("export_sha256", sa.String(length=64), nullable=False),
+        sa.Column("entries", SEQ, nullable=False),
+        sa.Column("created_at", sa.String(length=27), nullable=False),
+        sa.Column("key_id", sa.String(length=16), nullable=False),
+        sa.Column("signature", sa.String(length=128), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_archive")),
+        sa.UniqueConstraint("through_seq", name=op.f("uq_audit_archive_through_seq")),
+    )
     op.bulk_insert(
         sa.table("audit_head", sa.column("id"), sa.column("seq"), sa.column("hash")),
         [{"id": 1, "seq": 0, "hash": bytes(32)}],
@@ -106,24 +120,39 @@ def upgrade() -> None:
         _protect_sqlite()
 
 
+# Deleting is allowed only for rows a signed archive record already covers.
+ARCHIVED = "(SELECT COALESCE(MAX(through_seq), 0) FROM audit_archive)"
+SEQ_COLUMN = {"audit_entry": "seq", "audit_ref": "entry_seq", "audit_archive": "through_seq"}
+
+
 def _protect_sqlite() -> None:
-    for table in APPEND_ONLY:
-        for event in ("UPDATE", "DELETE"):
-            op.execute(
-                f"CREATE TRIGGER {table}_no_{event.lower()} BEFORE {event} ON {table} "
-                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
-            )
+    for table, column in SEQ_COLUMN.items():
+        op.execute(
+            f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+        )
+        archived_only = "" if table == "audit_archive" else f"WHEN OLD.{column} > {ARCHIVED} "
+        op.execute(
+            f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} {archived_only}"
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+        )
 
 
 def _protect_postgresql() -> None:
+    # The trigger's argument names the row's seq column; archive records themselves have none.
     op.execute(
         "CREATE FUNCTION alertshare_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        "BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$"
+        "BEGIN "
+        "IF TG_OP = 'DELETE' AND TG_NARGS = 1 "
+        f"AND (to_jsonb(OLD) ->> TG_ARGV[0])::bigint <= {ARCHIVED} "
+        "THEN RETURN OLD; END IF; "
+        "RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$"
     )
-    for table in APPEND_ONLY:
+    for table, column in SEQ_COLUMN.items():
+        argument = "" if table == "audit_archive" else f"'{column}'"
         op.execute(
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION alertshare_refuse_change()"
+            f"FOR EACH ROW EXECUTE FUNCTION alertshare_refuse_change({argument})"
         )
         # Row triggers do not fire on TRUNCATE; a statement trigger does.
         op.execute(
@@ -132,23 +161,24 @@ def _protect_postgresql() -> None:
         )
     role = os.environ.get("ALERTSHARE_DATABASE_APP_ROLE")
     if role:
-        tables = ", ".join(APPEND_ONLY)
-        op.execute(f'REVOKE UPDATE, DELETE, TRUNCATE ON {tables} FROM "{role}"')
+        tables = ", ".join(SEQ_COLUMN)
+        op.execute(f'REVOKE UPDATE, TRUNCATE ON {tables} FROM "{role}"')
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        for table in APPEND_ONLY:
+        for table in SEQ_COLUMN:
             op.execute(f"DROP TRIGGER {table}_append_only ON {table}")
             op.execute(f"DROP TRIGGER {table}_no_truncate ON {table}")
         op.execute("DROP FUNCTION alertshare_refuse_change()")
     else:
-        for table in APPEND_ONLY:
+        for table in SEQ_COLUMN:
             op.execute(f"DROP TRIGGER {table}_no_update")
             op.execute(f"DROP TRIGGER {table}_no_delete")
     with op.batch_alter_table("audit_ref", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_ref_lookup")
 
+    op.drop_table("audit_archive")
     op.drop_table("audit_ref")
     op.drop_table("audit_head")
     with op.batch_alter_table("audit_entry", schema=None) as batch_op:
