@@ -10,6 +10,7 @@ import click
 
 from service import migrate
 from service.cli import load_app, main
+from service.database import db
 
 
 @main.command("serve")
@@ -47,6 +48,8 @@ def demo(port: int, no_serve: bool) -> None:
     with app.app_context():
         migrate.upgrade()
         credentials = seed_demo()
+        db.session.remove()
+        db.engine.dispose()
     base = f"http://127.0.0.1:{port}"
     click.echo(
         f"alertshare demo: data in {app.config['DATA_DIR']} (development keys; not for real data)"
