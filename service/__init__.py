@@ -53,11 +53,17 @@ def _refuse_unsafe_database() -> None:
 
     from service.database import db
 
-    with db.engine.connect() as connection:
-        for setting in ("synchronous_commit", "fsync"):
-            value = connection.execute(text(f"SHOW {setting}")).scalar()
-            if value == "off":
-                raise ConfigError(f"refusing to start in production: PostgreSQL {setting} is off")
+    try:
+        with db.engine.connect() as connection:
+            for setting in ("synchronous_commit", "fsync"):
+                value = connection.execute(text(f"SHOW {setting}")).scalar()
+                if value == "off":
+                    raise ConfigError(
+                        f"refusing to start in production: PostgreSQL {setting} is off"
+                    )
+    finally:
+        # Forked servers (gunicorn) must not inherit this connection.
+        db.engine.dispose()
 
 
 __all__ = ["ConfigError", "create_app"]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from service import ConfigError, create_app
+from service.crypto import generate_keyring, save_keyring
 from service.config import load_config
 
 STRONG_SECRET = "s" * 40
@@ -47,3 +53,23 @@ def test_production_refuses_unsafe_settings(overrides: dict[str, str], reason: s
     with pytest.raises(ConfigError, match=reason) as error:
         create_app({"ENV": "production", **overrides})
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("ALERTSHARE_DATABASE_URL", "").startswith("postgresql"),
+    reason="needs PostgreSQL",
+)
+def test_production_refuses_postgresql_without_synchronous_commit(
+    database_url: str, tmp_path: Path
+) -> None:
+    keyring = tmp_path / "keyring.json"
+    save_keyring(generate_keyring(), keyring)
+    name = make_url(database_url).database
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+    engine.dispose()
+    settings = {"ENV": "production", "SECRET_KEY": STRONG_SECRET, "DATABASE_URL": database_url,
+                "KEYRING": str(keyring)}  # fmt: skip
+    with pytest.raises(ConfigError, match="synchronous_commit is off"):
+        create_app(settings)
