@@ -10,8 +10,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from service import ConfigError, create_app
-from service.crypto import generate_keyring, save_keyring
 from service.config import load_config
+from service.crypto import generate_keyring, save_keyring
 
 STRONG_SECRET = "s" * 40
 
