@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.config import ConfigError, load_config, production_problems
 
@@ -24,9 +25,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__, static_folder=None)
     app.config.update(settings)
+    # Automatic OPTIONS answers would bypass the views' policies yet count as allowed requests.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.config["SQLALCHEMY_DATABASE_URI"] = settings["DATABASE_URL"]
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(settings["DATABASE_URL"])
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings["TRUSTED_PROXIES"]:
+        # Behind a load balancer the audit log must record the client, not the proxy.
+        proxies = int(settings["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)  # type: ignore[method-assign]
 
     logs.configure_logging(settings["LOG_LEVEL"])
     keys.init_app(app)

@@ -22,12 +22,13 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "LOG_LEVEL": "INFO",
     "UNUSUAL_READS_PER_HOUR": 20,
+    "TRUSTED_PROXIES": 0,  # how many reverse proxies set X-Forwarded-For in front of us
     # Only benchmarks switch auditing off, to measure its cost; production refuses to.
     "AUDIT": True,
 }
 
 # Environment values arrive as strings; these keys are converted to int.
-_INT_KEYS = {"TOKEN_EXPIRES_IN", "MAX_CONTENT_LENGTH", "UNUSUAL_READS_PER_HOUR"}
+_INT_KEYS = {"TOKEN_EXPIRES_IN", "MAX_CONTENT_LENGTH", "UNUSUAL_READS_PER_HOUR", "TRUSTED_PROXIES"}
 _BOOL_KEYS = {"AUDIT"}
 
 
@@ -70,6 +71,9 @@ def production_problems(config: Mapping[str, Any]) -> list[str]:
         problems.append("ALERTSHARE_SECRET_KEY is missing or is the development secret")
     elif len(secret) < 32:
         problems.append("ALERTSHARE_SECRET_KEY must be at least 32 characters")
+    issuer = str(config.get("ISSUER") or "")
+    if not issuer.startswith("https://"):
+        problems.append("ALERTSHARE_ISSUER must be set to this server's https:// URL")
     if not config.get("AUDIT", True):
         problems.append("auditing cannot be switched off in production")
     if str(config["DATABASE_URL"]).startswith("sqlite"):

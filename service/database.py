@@ -55,9 +55,10 @@ def utcnow() -> datetime:
 
 def engine_options(database_url: str) -> dict[str, Any]:
     """Return engine options suited to the database in ``database_url``."""
+    # Bound parameters can hold personal data: keep them out of exception messages and logs.
     if database_url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 10}}
-    return {"pool_pre_ping": True}
+        return {"connect_args": {"timeout": 10}, "hide_parameters": True}
+    return {"pool_pre_ping": True, "hide_parameters": True}
 
 
 @event.listens_for(Engine, "connect")

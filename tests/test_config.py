@@ -14,6 +14,7 @@ from service.config import load_config
 from service.crypto import generate_keyring, save_keyring
 
 STRONG_SECRET = "s" * 40
+ISSUER = "https://alertshare.example.org"
 
 
 def test_defaults_then_environment_then_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,12 +39,17 @@ def test_unknown_mode_is_refused() -> None:
         ({"DATABASE_URL": "postgresql+psycopg://x@127.0.0.1:1/x"}, "SECRET_KEY is missing"),
         ({"SECRET_KEY": "", "DATABASE_URL": "postgresql+psycopg://x@h/x"}, "SECRET_KEY is missing"),
         ({"SECRET_KEY": "short", "DATABASE_URL": "postgresql+psycopg://x@h/x"}, "at least 32"),
-        ({"SECRET_KEY": STRONG_SECRET, "DATABASE_URL": "sqlite:///x.db"}, "SQLite"),
+        ({"SECRET_KEY": STRONG_SECRET, "DATABASE_URL": "postgresql+psycopg://x@h/x"}, "ISSUER"),
+        (
+            {"SECRET_KEY": STRONG_SECRET, "DATABASE_URL": "sqlite:///x.db", "ISSUER": ISSUER},
+            "SQLite",
+        ),
         (
             {
                 "SECRET_KEY": STRONG_SECRET,
                 "DATABASE_URL": "postgresql+psycopg://x@h/x",
                 "AUDIT": False,
+                "ISSUER": ISSUER,
             },
             "auditing cannot be switched off",
         ),
@@ -70,6 +76,6 @@ def test_production_refuses_postgresql_without_synchronous_commit(
         connection.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
     engine.dispose()
     settings = {"ENV": "production", "SECRET_KEY": STRONG_SECRET, "DATABASE_URL": database_url,
-                "KEYRING": str(keyring)}  # fmt: skip
+                "KEYRING": str(keyring), "ISSUER": ISSUER}  # fmt: skip
     with pytest.raises(ConfigError, match="synchronous_commit is off"):
         create_app(settings)

@@ -23,6 +23,7 @@ PRODUCTION = {
     "ENV": "production",
     "SECRET_KEY": "s" * 40,
     "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+    "ISSUER": "https://alertshare.example.org",
 }
 
 

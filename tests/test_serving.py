@@ -111,10 +111,11 @@ def test_alertshare_serve_in_production(env: dict[str, str], tmp_path: Path) -> 
     keyring = tmp_path / "production-keyring.json"
     save_keyring(generate_keyring(), keyring)
     production = {**env, "ALERTSHARE_ENV": "production", "ALERTSHARE_KEYRING": str(keyring),
-                  "ALERTSHARE_SECRET_KEY": "p" * 48}  # fmt: skip
+                  "ALERTSHARE_SECRET_KEY": "p" * 48, "ALERTSHARE_ISSUER": "https://as.example.org"}  # fmt: skip
     port = _free_port()
     argv = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "2"]
     with _server(argv, production, port) as base:
         assert _call(f"{base}/readyz") == {"status": "ready"}
-        metadata = _call(f"{base}/.well-known/oauth-authorization-server")
-        assert metadata["token_endpoint"] == f"{base}/oauth/token"
+        metadata = _call(f"{base}/.well-known/oauth-authorization-server",
+                         headers={"Host": "evil.example"})  # fmt: skip
+        assert metadata["token_endpoint"] == "https://as.example.org/oauth/token"

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import binascii
+from collections.abc import Callable
 from typing import Any
 
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidClientError
 from flask import Blueprint, Response
 
 from service.api.access import public
@@ -13,27 +18,43 @@ from service.oauth.server import TokenIntrospection, TokenRevocation
 bp = Blueprint("oauth", __name__)
 
 
+def _oauth_response(respond: Callable[[AuthorizationServer], Response]) -> Response:
+    """Answer in RFC 6749's error format, also for errors Authlib raises before its own handling.
+
+    Authlib checks the transport (https) and decodes credentials before it catches errors; those
+    must reach the client as OAuth errors, not as a bearer-token problem or a 500.
+    """
+    server = authorization_server()
+    try:
+        return respond(server)
+    except OAuth2Error as error:
+        return server.handle_error_response(None, error)  # type: ignore[no-any-return]
+    except (UnicodeDecodeError, binascii.Error, ValueError):
+        error = InvalidClientError(description="Malformed client credentials.")
+        return server.handle_error_response(None, error)  # type: ignore[no-any-return]
+
+
 @bp.post("/oauth/token")
 @public(action="token:issue")
 def issue_token() -> Response:
     """Issue an access token (client_credentials grant)."""
-    return authorization_server().create_token_response()  # type: ignore[no-any-return]
+    return _oauth_response(lambda server: server.create_token_response())
 
 
 @bp.post("/oauth/introspect")
 @public(action="token:introspect")
 def introspect_token() -> Response:
     """Describe a token to its own client (RFC 7662)."""
-    server = authorization_server()
-    return server.create_endpoint_response(TokenIntrospection.ENDPOINT_NAME)  # type: ignore[no-any-return]
+    endpoint = TokenIntrospection.ENDPOINT_NAME
+    return _oauth_response(lambda server: server.create_endpoint_response(endpoint))
 
 
 @bp.post("/oauth/revoke")
 @public(action="token:revoke")
 def revoke_token() -> Response:
     """Revoke a token (RFC 7009)."""
-    server = authorization_server()
-    return server.create_endpoint_response(TokenRevocation.ENDPOINT_NAME)  # type: ignore[no-any-return]
+    endpoint = TokenRevocation.ENDPOINT_NAME
+    return _oauth_response(lambda server: server.create_endpoint_response(endpoint))
 
 
 @bp.get("/.well-known/oauth-authorization-server")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from flask import current_app
 
 from service import key_rotation
 from service.cli import in_app, main
@@ -76,7 +75,7 @@ def keys_retire(version: int) -> None:
         raise click.ClickException(
             f"{in_use} records still use key version {version}; run 'alertshare keys rewrap'"
         )
-    path = Path(current_app.config["KEYRING"])
+    path = _keyring_path()
     try:
         keyring = load_keyring(path).without_version(version)
     except KeyRingError as error:

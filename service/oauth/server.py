@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from typing import Any, cast
 
@@ -24,10 +25,14 @@ from service.models.oauth import OAuthClient, OAuthToken, UsedAssertion, hash_se
 from service.oauth.scopes import ALL_SCOPES
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
+MAX_ASSERTION_LIFETIME = 300
+CLIENT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\.[0-9a-f]{16}$")
 
 
 def query_client(client_id: str) -> OAuthClient | None:
     """Return the active client with ``client_id``; revoked clients and disabled agencies vanish."""
+    if not CLIENT_ID_PATTERN.match(client_id or ""):
+        return None  # not one of ours; also keeps NUL bytes and huge strings away from the database
     query = select(OAuthClient).where(OAuthClient.client_id == client_id)
     client: OAuthClient | None = db.session.scalar(query)
     if client is None or not client.is_active:
@@ -65,6 +70,14 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
 
     def __init__(self) -> None:
         super().__init__(validate_jti=True, leeway=30)
+
+    def verify_claims(self, claims: Any) -> None:
+        super().verify_claims(claims)
+        # A long-lived assertion is a long-lived credential: refuse anything but short ones.
+        if int(claims["exp"]) - int(time.time()) > MAX_ASSERTION_LIFETIME:
+            raise InvalidClientError(
+                description=f"Assertions may live at most {MAX_ASSERTION_LIFETIME} seconds."
+            )
 
     def get_audiences(self) -> list[str]:
         base = issuer_url()
@@ -148,7 +161,11 @@ require_oauth.register_token_validator(HashedBearerTokenValidator())
 
 
 def issuer_url() -> str:
-    """Return this server's issuer identifier (configured, or the request's host URL)."""
+    """Return this server's issuer identifier.
+
+    Production requires ALERTSHARE_ISSUER; only development falls back to the request's host,
+    which a caller controls and so must never decide which assertion audiences are accepted.
+    """
     configured = current_app.config.get("ISSUER")
     return str(configured or request.host_url.rstrip("/"))
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from joserfc.jwk import ECKey
@@ -64,6 +66,19 @@ def test_unknown_client_is_refused(client: FlaskClient) -> None:
     response = client.post("/oauth/token", data=GRANT, headers=basic_auth("ghost", "secret"))
     assert response.status_code == 401
     assert response.get_json()["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [b"\xff\xfe:\xff", b"agency-1.0123456789abcdef\x00:secret", b"x" * 5000 + b":y", b"no-colon"],
+)
+def test_malformed_basic_credentials_are_an_oauth_error(
+    client: FlaskClient, credentials: bytes
+) -> None:
+    raw = base64.b64encode(credentials).decode()
+    response = client.post("/oauth/token", data=GRANT, headers={"Authorization": f"Basic {raw}"})
+    assert response.status_code in (400, 401)
+    assert response.get_json()["error"] in ("invalid_client", "invalid_request")
 
 
 def test_secret_in_form_body_is_not_accepted(app: Flask, client: FlaskClient) -> None:
@@ -169,3 +184,23 @@ def test_token_expiry_is_enforced(make_app: object) -> None:
     response = http.get("/api/v1/me", headers=headers)
     assert response.status_code == 401
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_long_lived_assertion_is_refused(app: Flask, client: FlaskClient) -> None:
+    creds = create_client(app, private_key_jwt=True)
+    form = {**GRANT, **client_assertion(creds, expires_in=3600)}
+    assert client.post("/oauth/token", data=form).get_json()["error"] == "invalid_client"
+
+
+def test_configured_issuer_fixes_the_assertion_audience(make_app: object) -> None:
+    app = make_app(ISSUER="https://alertshare.example.org")  # type: ignore[operator]
+    http = app.test_client()
+    creds = create_client(app, private_key_jwt=True)
+    # An assertion for another server is refused even when the Host header claims to be it.
+    foreign = client_assertion(creds, audience="https://other.example/oauth/token")
+    response = http.post(
+        "/oauth/token", data={**GRANT, **foreign}, base_url="https://other.example"
+    )
+    assert response.get_json()["error"] == "invalid_client"
+    ours = client_assertion(creds, audience="https://alertshare.example.org/oauth/token")
+    assert http.post("/oauth/token", data={**GRANT, **ours}).status_code == 200
