@@ -9,7 +9,9 @@ request's work is rolled back and its entry is written in a transaction of its o
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 
 from flask import Flask, Response, current_app, g, request
 
@@ -19,6 +21,7 @@ from service.database import db
 from service.problems import Problem, problem_response
 
 AUDITED_PREFIXES = ("/api/", "/oauth/")
+RECORDABLE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 UNROUTED_ACTION = "request:unrouted"
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,19 @@ def begin_entry() -> None:
     entry = PendingEntry(action=action, request_id=g.request_id, source_address=request.remote_addr)
     for name, value in (request.view_args or {}).items():
         if name.endswith("_id"):
-            entry.target(name.removesuffix("_id"), str(value))
+            entry.target(name.removesuffix("_id"), recordable_id(str(value)))
     g.audit_entry = entry
+
+
+def recordable_id(value: str) -> str:
+    """Return an id as the log can hold it: ours verbatim, anything else by its digest.
+
+    A path id is whatever the caller typed; an over-long or odd one must not stop the entry
+    being written (the request would then go unrecorded).
+    """
+    if RECORDABLE_ID.match(value):
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def finish_entry(response: Response) -> Response:
@@ -59,11 +73,13 @@ def finish_entry(response: Response) -> Response:
         entry.returned.clear()
     try:
         if current_app.config["AUDIT"]:
+            db.session.flush()  # the request's own writes first: the chain head is held briefly
             append(entry)
         db.session.commit()
     except Exception:  # any failure to record means the request must not stand
         db.session.rollback()
         log.exception("audit entry could not be written; request refused")
+        _record_refusal(entry)
         return problem_response(
             Problem(
                 503,
@@ -73,6 +89,20 @@ def finish_entry(response: Response) -> Response:
             )
         )
     return response
+
+
+def _record_refusal(entry: PendingEntry) -> None:
+    """Try once more with a bare entry, so the refused request is at least on record."""
+    bare = PendingEntry(
+        action=entry.action, outcome="failed", status=503, agency_id=entry.agency_id,
+        client_id=entry.client_id, practitioner=entry.practitioner, purpose=entry.purpose,
+        request_id=entry.request_id, source_address=entry.source_address,
+    )  # fmt: skip
+    try:
+        append(bare)
+        db.session.commit()
+    except Exception:  # the log is unwritable: the 503 stands, and the log line says why
+        db.session.rollback()
 
 
 def init_app(app: Flask) -> None:

@@ -30,8 +30,8 @@ def _oauth_response(respond: Callable[[AuthorizationServer], Response]) -> Respo
     except OAuth2Error as error:
         return server.handle_error_response(None, error)  # type: ignore[no-any-return]
     except (UnicodeDecodeError, binascii.Error, ValueError):
-        error = InvalidClientError(description="Malformed client credentials.")
-        return server.handle_error_response(None, error)  # type: ignore[no-any-return]
+        malformed = InvalidClientError(description="Malformed client credentials.")
+        return server.handle_error_response(None, malformed)  # type: ignore[no-any-return]
 
 
 @bp.post("/oauth/token")

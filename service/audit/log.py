@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -130,13 +129,6 @@ _ROW_COLUMNS = (
 )  # fmt: skip — the order of service.audit.chain.ROW_FIELDS
 
 
-def _decoded(result: Iterable[Sequence[Any]]) -> Iterator[tuple[Any, ...]]:
-    loads = json.loads
-    for r in result:
-        yield (r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], loads(r[9]), r[10], r[11],
-               r[12], loads(r[13]), bytes(r[14]), bytes(r[15]))  # fmt: skip
-
-
 def latest_archive() -> AuditArchive | None:
     """Return the newest archive record (entries up to its ``through_seq`` were removed)."""
     query = select(AuditArchive).order_by(AuditArchive.through_seq.desc())
@@ -165,21 +157,23 @@ def verify_log(
         start_seq, start_hash = archive.through_seq + 1, bytes(archive.through_hash)
     if checkpoint is not None and checkpoint.seq < start_seq - 1:
         checkpoint = None
-    # In insertion order (id), not seq order: reordered entries must look reordered.
-    result = db.session.execute(
+    # The head first: entries committed after it are left for the next walk, not mistaken
+    # for a gap. Then the entries in insertion order (id), so reordered ones look reordered;
+    # targets and returned are hashed as stored (canonical text), without parsing.
+    head_seq = db.session.scalar(select(AuditHead.seq).where(AuditHead.id == HEAD_ID)) or 0
+    result = db.session.connection().execute(
         select(*_ROW_COLUMNS)
-        .where(AuditEntry.seq >= start_seq)
+        .where(AuditEntry.seq >= start_seq, AuditEntry.seq <= head_seq)
         .order_by(AuditEntry.id)
         .execution_options(yield_per=10_000)
     )
     try:
         report = verify_chain(
-            _decoded(result), start_prev_hash=start_hash, start_seq=start_seq,
+            (tuple(row) for row in result), start_prev_hash=start_hash, start_seq=start_seq,
             checkpoint=checkpoint,
         )  # fmt: skip
     finally:
         result.close()  # verification may stop early; release the server-side cursor
-    head_seq = db.session.scalar(select(AuditHead.seq).where(AuditHead.id == HEAD_ID)) or 0
     last = report.head_seq if report.head_seq is not None else start_seq - 1
     if report.ok and head_seq > last:
         # The head row remembers more entries than the table holds: the tail was removed.

@@ -123,3 +123,35 @@ def test_no_personal_data_in_audit_table_or_log(
     for needle in ("Fotheringay", "960999", token, creds.secret):
         assert needle not in dump
         assert needle not in log
+
+
+@pytest.mark.parametrize("raw_id", ["h" * 65, "bad%00id", "with space"])
+def test_odd_path_ids_are_recorded_by_digest(app: Flask, client: FlaskClient, raw_id: str) -> None:
+    response = client.get(f"/api/v1/audit/households/{raw_id}/access-report")
+    assert response.status_code == 401
+    entry = last_entry(app)
+    assert entry["action"] == "audit:access-report"
+    (target,) = entry["targets"]["household"]
+    assert target.startswith("sha256:") and len(target) == 39
+
+
+def test_automatic_options_is_not_an_allowed_read(app: Flask, client: FlaskClient) -> None:
+    assert client.options("/api/v1/me").status_code == 405
+    entry = last_entry(app)
+    assert (entry["outcome"], entry["status"]) == ("failed", 405)
+
+
+def test_refused_request_is_still_recorded_when_only_part_of_the_log_fails(
+    app: Flask, client: FlaskClient
+) -> None:
+    token = get_token(client, create_client(app))
+    with app.app_context():
+        db.session.execute(text("ALTER TABLE audit_ref RENAME TO audit_ref_unwritable"))
+        db.session.commit()
+    response = client.get("/api/v1/agencies", headers={**bearer(token), "X-Request-Id": "r-503"})
+    assert response.status_code == 503
+    entry = last_entry(app)
+    assert (entry["request_id"], entry["outcome"], entry["status"]) == ("r-503", "failed", 503)
+    assert entry["returned"] == {} and entry["targets"] == {}
+    with app.app_context():
+        assert verify_log().ok

@@ -43,7 +43,8 @@ def rogue(app: Flask, *statements: str) -> None:
                 cursor.execute("SET session_replication_role = replica")
             else:
                 cursor.execute("PRAGMA foreign_keys=OFF")
-                for trigger in ("audit_entry_no_update", "audit_entry_no_delete"):
+                for trigger in ("audit_entry_no_update", "audit_entry_no_delete",
+                                "audit_checkpoint_no_update"):  # fmt: skip
                     cursor.execute(f"DROP TRIGGER IF EXISTS {trigger}")
             for statement in statements:
                 cursor.execute(statement)
@@ -202,3 +203,21 @@ def test_cli_checkpoint_and_verify_from_kept_file(
     kept.write_text(json.dumps(forged))
     refused = runner.invoke(main, ["audit", "verify", "--from-checkpoint", str(kept)])
     assert refused.exit_code != 0 and "checkpoint refused" in refused.output
+
+
+def test_checkpoints_are_append_only_and_a_forged_one_is_reported(
+    six_entries: Flask, client: FlaskClient
+) -> None:
+    with six_entries.app_context():
+        create_checkpoint(active_keys().keyring.signing_key)
+        db.session.commit()
+        with pytest.raises(DBAPIError, match="append-only"):
+            db.session.execute(text("UPDATE audit_checkpoint SET seq = 1"))
+        db.session.rollback()
+        with pytest.raises(DBAPIError, match="append-only"):
+            db.session.execute(text("DELETE FROM audit_checkpoint"))
+        db.session.rollback()
+    rogue(six_entries, "UPDATE audit_checkpoint SET hash = '" + "ab" * 32 + "'")
+    token = get_token(client, create_client(six_entries))
+    body = client.get("/api/v1/audit/verify", headers=bearer(token)).get_json()
+    assert (body["ok"], body["problem"]) == (False, "checkpoint_invalid")

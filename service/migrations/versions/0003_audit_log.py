@@ -2,8 +2,8 @@
 
 UPDATE, DELETE (and on PostgreSQL TRUNCATE) on entries, references and archive records are
 refused by triggers, except DELETE of rows a signed archive record already covers; with
-ALERTSHARE_DATABASE_APP_ROLE set, UPDATE and TRUNCATE are also revoked from that role (DELETE stays
-granted for archival, and the triggers still refuse it for unarchived rows).
+ALERTSHARE_DATABASE_APP_ROLE set, UPDATE, DELETE and TRUNCATE are also revoked from that role
+(archival runs as the owner). Checkpoints are append-only too.
 
 Revision ID: 0003
 Revises: 0002
@@ -126,6 +126,14 @@ SEQ_COLUMN = {"audit_entry": "seq", "audit_ref": "entry_seq", "audit_archive": "
 
 
 def _protect_sqlite() -> None:
+    op.execute(
+        "CREATE TRIGGER audit_checkpoint_no_update BEFORE UPDATE ON audit_checkpoint "
+        "BEGIN SELECT RAISE(ABORT, 'audit_checkpoint is append-only'); END"
+    )
+    op.execute(
+        "CREATE TRIGGER audit_checkpoint_no_delete BEFORE DELETE ON audit_checkpoint "
+        "BEGIN SELECT RAISE(ABORT, 'audit_checkpoint is append-only'); END"
+    )
     for table, column in SEQ_COLUMN.items():
         op.execute(
             f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
@@ -148,8 +156,9 @@ def _protect_postgresql() -> None:
         "THEN RETURN OLD; END IF; "
         "RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$"
     )
-    for table, column in SEQ_COLUMN.items():
-        argument = "" if table == "audit_archive" else f"'{column}'"
+    for table in (*SEQ_COLUMN, "audit_checkpoint"):
+        column = SEQ_COLUMN.get(table)
+        argument = f"'{column}'" if table in ("audit_entry", "audit_ref") else ""
         op.execute(
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
             f"FOR EACH ROW EXECUTE FUNCTION alertshare_refuse_change({argument})"
@@ -161,18 +170,19 @@ def _protect_postgresql() -> None:
         )
     role = os.environ.get("ALERTSHARE_DATABASE_APP_ROLE")
     if role:
-        tables = ", ".join(SEQ_COLUMN)
-        op.execute(f'REVOKE UPDATE, TRUNCATE ON {tables} FROM "{role}"')
+        # Archival (which deletes covered rows) runs as the owner, never as the app's role.
+        tables = ", ".join((*SEQ_COLUMN, "audit_checkpoint"))
+        op.execute(f'REVOKE UPDATE, DELETE, TRUNCATE ON {tables} FROM "{role}"')
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        for table in SEQ_COLUMN:
+        for table in (*SEQ_COLUMN, "audit_checkpoint"):
             op.execute(f"DROP TRIGGER {table}_append_only ON {table}")
             op.execute(f"DROP TRIGGER {table}_no_truncate ON {table}")
         op.execute("DROP FUNCTION alertshare_refuse_change()")
     else:
-        for table in SEQ_COLUMN:
+        for table in (*SEQ_COLUMN, "audit_checkpoint"):
             op.execute(f"DROP TRIGGER {table}_no_update")
             op.execute(f"DROP TRIGGER {table}_no_delete")
     with op.batch_alter_table("audit_ref", schema=None) as batch_op:
