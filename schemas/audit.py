@@ -1,10 +1,16 @@
 """Schemas of the auditors' API."""
 
+from datetime import UTC, datetime
+
 from marshmallow import fields, validate
 
 from schemas.base import StrictSchema
 
 OUTCOMES = ("allowed", "denied", "failed")
+IN_RANGE = validate.Range(
+    min=datetime(2000, 1, 1, tzinfo=UTC), max=datetime(9000, 1, 1, tzinfo=UTC),
+    error="Must be between 2000 and 9000.",
+)  # fmt: skip
 
 
 class EventQuerySchema(StrictSchema):
@@ -14,18 +20,25 @@ class EventQuerySchema(StrictSchema):
     practitioner = fields.String()
     action = fields.String(metadata={"description": "e.g. household:read"})
     outcome = fields.String(validate=validate.OneOf(OUTCOMES))
-    since = fields.AwareDateTime(metadata={"description": "Inclusive, ISO 8601 with zone"})
-    until = fields.AwareDateTime(metadata={"description": "Exclusive, ISO 8601 with zone"})
+    since = fields.AwareDateTime(
+        validate=IN_RANGE, metadata={"description": "Inclusive, ISO 8601 with zone"}
+    )
+    until = fields.AwareDateTime(
+        validate=IN_RANGE, metadata={"description": "Exclusive, ISO 8601 with zone"}
+    )
     unusual = fields.Boolean(
         load_default=False,
         metadata={"description": "Only reads without involvement, emergency reads, bulk browsing"},
     )
-    cursor = fields.Integer(validate=validate.Range(min=1), metadata={"description": "next_cursor"})
+    cursor = fields.Integer(
+        validate=validate.Range(min=1, max=2**63 - 1), metadata={"description": "next_cursor"}
+    )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
 
 class ExportQuerySchema(EventQuerySchema):
     format = fields.String(load_default="jsonl", validate=validate.OneOf(("jsonl", "csv")))
+    limit = fields.Integer(load_default=10_000, validate=validate.Range(min=1, max=10_000))
 
 
 class EventSchema(StrictSchema):

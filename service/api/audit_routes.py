@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, current_app, request
 
 from schemas.audit import (
     AccessReportSchema,
@@ -74,23 +74,29 @@ def list_events() -> dict[str, Any]:
 @protected(AUDIT_READ, AUDIT_READ_ALL, action="audit:export")
 @documented(query=ExportQuerySchema)
 def export_events() -> Response:
-    """Stream matching entries as JSON Lines or CSV; X-Total-Count gives the row count."""
+    """Export matching entries as JSON Lines or CSV, newest first, up to `limit` rows.
+
+    X-Total-Count is the number of rows in this response; X-Next-Cursor, when present, is the
+    `cursor` for the next (older) batch.
+    """
     args = ExportQuerySchema().load(request.args)
-    filters, viewer = _filters(args), _viewer(current_caller())
-    total = queries.count_events(filters, viewer)
-    threshold = _bulk_threshold()
+    # Read, and record as returned, within the audited transaction; only rendering streams.
+    events, cursor = queries.find_events(
+        _filters(args), _viewer(current_caller()), before_seq=args.get("cursor"),
+        limit=args["limit"], bulk_threshold=_bulk_threshold(),
+    )  # fmt: skip
+    current_entry().returning("audit_entry", [str(e.entry.seq) for e in events])
+    items = [event.as_dict() for event in events]  # before the commit expires the rows
 
     def rows() -> Iterator[str]:
-        events = queries.iter_events(filters, viewer, threshold)
         if args["format"] == "jsonl":
-            for event in events:
-                yield json.dumps(event.as_dict()) + "\n"
+            for item in items:
+                yield json.dumps(item) + "\n"
             return
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(EXPORT_COLUMNS)
-        for event in events:
-            item = event.as_dict()
+        for item in items:
             writer.writerow([json.dumps(item[c]) if isinstance(item[c], dict | list) else item[c]
                              for c in EXPORT_COLUMNS])  # fmt: skip
             yield buffer.getvalue()
@@ -99,8 +105,10 @@ def export_events() -> Response:
         yield buffer.getvalue()
 
     mimetype = "application/jsonl" if args["format"] == "jsonl" else "text/csv"
-    response = Response(stream_with_context(rows()), mimetype=mimetype)
-    response.headers["X-Total-Count"] = str(total)
+    response = Response(rows(), mimetype=mimetype)
+    response.headers["X-Total-Count"] = str(len(events))
+    if cursor is not None:
+        response.headers["X-Next-Cursor"] = str(cursor)
     response.headers["Content-Disposition"] = f"attachment; filename=audit.{args['format']}"
     return response
 
@@ -117,7 +125,8 @@ def household_access_report(household_id: str) -> dict[str, Any]:
     caller = current_caller()
     if _viewer(caller) is not None and not _ever_involved(caller.agency_id, household_id):
         raise NotFound("No such household among those your agency works with.")
-    lines = queries.access_report(household_id, _bulk_threshold())
+    lines, seqs = queries.access_report(household_id, _bulk_threshold())
+    current_entry().returning("audit_entry", [str(seq) for seq in seqs])
     return {"household_id": household_id, "accessed_by": [line.as_dict() for line in lines]}
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
 
 from service.audit.chain import format_timestamp
 from service.database import db
@@ -33,6 +33,8 @@ class EventFilter:
     since: datetime | None = None
     until: datetime | None = None
     unusual: bool = False
+    # Access reports are about practitioners' access, not auditors' own look-ups.
+    exclude_audit_actions: bool = False
 
 
 @dataclass
@@ -90,7 +92,12 @@ def _query(filters: EventFilter, viewer_agency: str | None) -> Select[AuditEntry
     if filters.until:
         query = query.where(AuditEntry.occurred_at < format_timestamp(filters.until))
     if filters.unusual:
-        query = query.where(_refers_to_any(HOUSEHOLD), AuditEntry.outcome == "allowed")
+        query = query.where(
+            or_(_refers_to_any(HOUSEHOLD), AuditEntry.purpose == "emergency"),
+            AuditEntry.outcome == "allowed",
+        )
+    if filters.exclude_audit_actions:
+        query = query.where(AuditEntry.action.not_like("audit:%"))
     return query
 
 
@@ -111,12 +118,15 @@ def find_events(
     page_size = 500 if filters.unusual else limit
     found: list[Event] = []
     cursor = before_seq
+    involved = _involved_households(viewer_agency) if viewer_agency is not None else set()
     # With the unusual filter, candidates are scanned in pages until enough are flagged.
     for _ in range(20 if filters.unusual else 1):
         page_query = query if cursor is None else query.where(AuditEntry.seq < cursor)
         page = list(db.session.scalars(page_query.limit(page_size)))
         for event in flag_unusual(page, bulk_threshold):
             cursor = event.entry.seq
+            if not _backed_by_chain(event.entry, filters, viewer_agency, involved):
+                continue
             if not filters.unusual or event.flags:
                 found.append(event)
                 if len(found) == limit:
@@ -124,6 +134,31 @@ def find_events(
         if len(page) < page_size:
             return found, None
     return found, cursor
+
+
+def _involved_households(agency_id: str) -> set[str]:
+    query = select(Involvement.household_id).where(Involvement.agency_id == agency_id)
+    return set(db.session.scalars(query))
+
+
+def _backed_by_chain(
+    entry: AuditEntry, filters: EventFilter, viewer: str | None, involved: set[str]
+) -> bool:
+    """Check the hashed entry itself, not just the (unchained) reference index, says it matches.
+
+    The index makes the query fast; a row slipped into it must not widen what an agency sees.
+    """
+    named = _households_named(entry)
+    if filters.household_id and filters.household_id not in named:
+        return False
+    return viewer is None or entry.agency_id == viewer or bool(named & involved)
+
+
+def _households_named(entry: AuditEntry) -> set[str]:
+    ids = json.loads(entry.targets).get(HOUSEHOLD, []) + json.loads(entry.returned).get(
+        HOUSEHOLD, []
+    )
+    return set(ids)
 
 
 def iter_events(
@@ -138,12 +173,6 @@ def iter_events(
         yield from events
         if cursor is None:
             return
-
-
-def count_events(filters: EventFilter, viewer_agency: str | None) -> int:
-    """Return how many entries match (before the unusual-access filter)."""
-    subquery = _query(filters, viewer_agency).subquery()
-    return int(db.session.scalar(select(func.count()).select_from(subquery)) or 0)
 
 
 def _parse(occurred_at: str) -> datetime:
@@ -167,14 +196,14 @@ def flag_unusual(entries: list[AuditEntry], bulk_threshold: int) -> list[Event]:
     for entry in entries:
         flags = []
         households = households_of.get(entry.seq, set())
-        if households:
+        if households and not entry.action.startswith("audit:"):
             at = _parse(entry.occurred_at)
             if any(not _was_involved(involved, entry.agency_id, h, at) for h in households):
                 flags.append("no_involvement")
-            if entry.purpose == "emergency":
-                flags.append("emergency")
             if entry.seq in browsing:
                 flags.append("bulk_browsing")
+        if entry.purpose == "emergency" and entry.outcome == "allowed":
+            flags.append("emergency")
         events.append(Event(entry, flags))
     return events
 
@@ -217,6 +246,7 @@ def _bulk_browsers(entries: list[AuditEntry], threshold: int) -> set[int]:
                AuditRef.ref_id)
         .join(AuditRef, AuditRef.entry_seq == AuditEntry.seq)
         .where(AuditRef.ref_type == HOUSEHOLD, AuditEntry.outcome == "allowed",
+               AuditEntry.action.not_like("audit:%"),
                AuditEntry.occurred_at >= window_start,
                AuditEntry.occurred_at <= max(e.occurred_at for e in entries),
                or_(*(and_(AuditEntry.agency_id == a, AuditEntry.practitioner == p)
@@ -257,12 +287,19 @@ class AccessLine:
         }  # fmt: skip
 
 
-def access_report(household_id: str, bulk_threshold: int = 20) -> list[AccessLine]:
-    """Group every allowed access to a household by agency and practitioner."""
-    filters = EventFilter(household_id=household_id, outcome="allowed")
+def access_report(
+    household_id: str, bulk_threshold: int = 20
+) -> tuple[list[AccessLine], list[int]]:
+    """Group every allowed access to a household by agency and practitioner.
+
+    Returns the lines and the seqs of the entries they summarise (for the report's own entry).
+    """
+    filters = EventFilter(household_id=household_id, outcome="allowed", exclude_audit_actions=True)
     lines: dict[tuple[str | None, str | None], AccessLine] = {}
+    seqs: list[int] = []
     for event in iter_events(filters, None, bulk_threshold):
         e = event.entry
+        seqs.append(e.seq)
         line = lines.setdefault(
             (e.agency_id, e.practitioner), AccessLine(e.agency_id, e.practitioner)
         )
@@ -273,4 +310,4 @@ def access_report(household_id: str, bulk_threshold: int = 20) -> list[AccessLin
         line.first = min(line.first or e.occurred_at, e.occurred_at)
         line.last = max(line.last, e.occurred_at)
         line.flags.update(event.flags)
-    return sorted(lines.values(), key=lambda line: line.last, reverse=True)
+    return sorted(lines.values(), key=lambda line: line.last, reverse=True), seqs
