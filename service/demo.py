@@ -9,7 +9,7 @@ from sqlalchemy import select
 from service import agencies
 from service.database import db
 from service.models.oauth import OAuthClient
-from service.oauth.scopes import ALL_SCOPES
+from service.oauth.scopes import API_SCOPES
 
 DEMO_CLIENT_NAME = "Demo case system"
 DEMO_AGENCIES = (
@@ -47,7 +47,7 @@ def seed_demo() -> list[DemoCredentials]:
             )
         )
         if client is None:
-            issued = agencies.add_client(slug, DEMO_CLIENT_NAME, list(ALL_SCOPES))
+            issued = agencies.add_client(slug, DEMO_CLIENT_NAME, list(API_SCOPES))
         else:
             # Secrets are stored hashed, so a rerun can only show new ones.
             issued = agencies.rotate_client_secret(client.client_id)

@@ -7,3 +7,6 @@ graceful_timeout = 20
 # Access logs would repeat the app's own request log; the app log never holds query strings.
 accesslog = None
 errorlog = "-"
+# gunicorn 27's control socket has one default path per user, shared by every instance on a
+# host; nothing here uses it.
+control_socket_disable = True

@@ -16,7 +16,7 @@ from joserfc.jwk import ECKey
 
 from service import agencies
 from service.database import db
-from service.oauth.scopes import ALL_SCOPES
+from service.oauth.scopes import API_SCOPES
 
 _sequence = itertools.count(1)
 ACTING = {"X-Acting-Practitioner": "sw-0042", "X-Purpose-Of-Use": "pre_visit"}
@@ -50,7 +50,7 @@ def create_client(
     app: Flask,
     *,
     agency_id: str | None = None,
-    scopes: tuple[str, ...] = ALL_SCOPES,
+    scopes: tuple[str, ...] = API_SCOPES,
     private_key_jwt: bool = False,
 ) -> ClientCredentials:
     """Create an OAuth client (secret or key pair) for an agency, creating the agency if needed."""

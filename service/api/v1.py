@@ -11,7 +11,7 @@ from schemas.openapi import build_openapi, documented
 from service import agencies
 from service.api.access import current_caller, protected, public
 from service.audit.request import current_entry
-from service.oauth.scopes import ALL_SCOPES
+from service.oauth.scopes import API_SCOPES
 from service.oauth.server import issuer_url
 from service.problems import Problem
 
@@ -32,7 +32,7 @@ def require_json_body() -> None:
 
 
 @bp.get("/me")
-@protected(*ALL_SCOPES, action="caller:read")
+@protected(*API_SCOPES, action="caller:read")
 @documented(response=CallerSchema)
 def whoami() -> dict[str, Any]:
     """Describe the calling client: its agency, scopes and acting context.
@@ -54,7 +54,7 @@ def whoami() -> dict[str, Any]:
 
 
 @bp.get("/agencies")
-@protected(*ALL_SCOPES, action="agency:list")
+@protected(*API_SCOPES, action="agency:list")
 @documented(response=AgencyListSchema)
 def list_agencies() -> dict[str, Any]:
     """List the partnership's active agencies and their duty contacts."""

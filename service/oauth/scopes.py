@@ -6,8 +6,11 @@ NOTIFICATIONS_MANAGE = "notifications:manage"
 VISITS_WRITE = "visits:write"
 AUDIT_READ = "audit:read"
 AUDIT_READ_ALL = "audit:read:all"
+# For resource servers (e.g. a gateway) that check other clients' tokens at /oauth/introspect.
+TOKENS_INTROSPECT = "tokens:introspect"
 
-ALL_SCOPES = (
+# What agency case systems use the API with.
+API_SCOPES = (
     WARNINGS_WRITE,
     HOUSEHOLDS_READ,
     NOTIFICATIONS_MANAGE,
@@ -15,3 +18,4 @@ ALL_SCOPES = (
     AUDIT_READ,
     AUDIT_READ_ALL,
 )
+ALL_SCOPES = (*API_SCOPES, TOKENS_INTROSPECT)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from service.audit.request import current_entry
 from service.database import db, utcnow
 from service.models.oauth import OAuthClient, OAuthToken, UsedAssertion, hash_secret
-from service.oauth.scopes import ALL_SCOPES
+from service.oauth.scopes import ALL_SCOPES, TOKENS_INTROSPECT
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
 MAX_ASSERTION_LIFETIME = 300
@@ -117,8 +117,9 @@ class TokenIntrospection(IntrospectionEndpoint):  # type: ignore[misc]
         return query_token(token_string)
 
     def check_permission(self, token: OAuthToken, client: OAuthClient, request: Any) -> bool:
-        # Only the token's own client may introspect it; others learn "active": false.
-        return token.check_client(client)
+        # The token's own client, or a resource server allowed to introspect; others learn
+        # only "active": false.
+        return token.check_client(client) or TOKENS_INTROSPECT in client.scopes
 
     def introspect_token(self, token: OAuthToken) -> dict[str, Any]:
         return {

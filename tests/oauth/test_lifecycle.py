@@ -7,7 +7,7 @@ from flask.testing import FlaskClient
 
 from service import agencies
 from service.database import db
-from service.oauth.scopes import ALL_SCOPES, HOUSEHOLDS_READ
+from service.oauth.scopes import ALL_SCOPES, HOUSEHOLDS_READ, TOKENS_INTROSPECT
 from tests.factories import (
     basic_auth,
     bearer,
@@ -53,6 +53,18 @@ def test_another_client_learns_nothing_from_introspection(app: Flask, client: Fl
     assert body == {"active": False}
 
 
+def test_introspection_scoped_client_may_introspect_others(app: Flask, client: FlaskClient) -> None:
+    owner = create_client(app)
+    gateway = create_client(app, scopes=(TOKENS_INTROSPECT,))
+    token = get_token(client, owner, scope=HOUSEHOLDS_READ)
+    assert gateway.secret
+    body = client.post(
+        "/oauth/introspect", data={"token": token},
+        headers=basic_auth(gateway.client_id, gateway.secret),
+    ).get_json()  # fmt: skip
+    assert body["active"] is True and body["client_id"] == owner.client_id
+
+
 def test_introspection_needs_client_authentication(app: Flask, client: FlaskClient) -> None:
     token = get_token(client, create_client(app))
     assert client.post("/oauth/introspect", data={"token": token}).status_code == 401
@@ -74,9 +86,11 @@ def test_another_client_cannot_revoke_a_token(app: Flask, client: FlaskClient) -
     owner, other = create_client(app), create_client(app)
     token = get_token(client, owner)
     assert other.secret
-    client.post(
+    response = client.post(
         "/oauth/revoke", data={"token": token}, headers=basic_auth(other.client_id, other.secret)
     )
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_grant"
     assert client.get("/api/v1/me", headers=bearer(token)).status_code == 200
 
 

@@ -13,7 +13,7 @@ from joserfc.jwk import ECKey
 from sqlalchemy import select
 
 from service.database import db
-from service.models.oauth import OAuthToken
+from service.models.oauth import OAuthClient, OAuthToken, hash_secret
 from service.oauth.scopes import AUDIT_READ, HOUSEHOLDS_READ, WARNINGS_WRITE
 from tests.factories import (
     basic_auth,
@@ -155,6 +155,26 @@ def test_replayed_assertion_is_refused(app: Flask, client: FlaskClient) -> None:
     assert client.post("/oauth/token", data=form).status_code == 200
     replay = client.post("/oauth/token", data=form)
     assert replay.get_json()["error"] == "invalid_client"
+
+
+def test_each_client_may_use_only_its_registered_method(app: Flask, client: FlaskClient) -> None:
+    # Give a private_key_jwt client a valid secret too: the secret must still be refused,
+    # because the method the client registered with is the only one accepted.
+    jwt_client = create_client(app, private_key_jwt=True)
+    with app.app_context():
+        stored = db.session.scalars(
+            select(OAuthClient).where(OAuthClient.client_id == jwt_client.client_id)
+        ).one()
+        stored.secret_hash = hash_secret("a-valid-secret")
+        db.session.commit()
+    response = client.post(
+        "/oauth/token", data=GRANT, headers=basic_auth(jwt_client.client_id, "a-valid-secret")
+    )
+    assert response.status_code == 401
+    assert (
+        client.post("/oauth/token", data={**GRANT, **client_assertion(jwt_client)}).status_code
+        == 200
+    )
 
 
 def test_jwt_client_cannot_use_a_secret_and_vice_versa(app: Flask, client: FlaskClient) -> None:
