@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 
 from service.audit.chain import (
     GENESIS_HASH,
     VerificationReport,
+    canonical_bytes,
     canonical_json,
     format_timestamp,
     link_hash,
@@ -80,33 +81,94 @@ def _chained(pending: PendingEntry, seq: int, occurred_at: str) -> dict[str, Any
 def append(pending: PendingEntry, now: datetime | None = None) -> int:
     """Append ``pending`` to the chain in the current transaction; return its seq.
 
-    The head row is updated first: that write locks it (a row lock on PostgreSQL, the write
-    lock on SQLite) until commit, so concurrent appends queue and the chain cannot fork.
+    Appends are serialised on the chain-head row: whoever updates it holds it (a row lock on
+    PostgreSQL, the write lock on SQLite) until commit, so the chain cannot fork. Everything
+    that can be prepared is prepared before taking it; on PostgreSQL the head update, the hash,
+    the entry and its references are then a single statement, so the head is held for one round
+    trip and the commit.
     """
     if pending.outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {pending.outcome!r}")
-    seq, prev_hash = db.session.execute(
+    occurred_at = format_timestamp(now or utcnow())
+    columns = {
+        **_chained(pending, _SEQ_MARKER, occurred_at),
+        "targets": canonical_json(pending.targets).decode(),
+        "returned": canonical_json(pending.returned).decode(),
+    }
+    del columns["seq"]
+    refs = [
+        {"ref_type": ref_type, "ref_id": ref_id, "relation": relation}
+        for relation, refs_by_type in (("target", pending.targets), ("returned", pending.returned))
+        for ref_type, ids in refs_by_type.items()
+        for ref_id in ids
+    ]
+    connection = db.session.connection()
+    if connection.dialect.name == "postgresql":
+        prefix, suffix = _split_at_seq(canonical_bytes(_chained(pending, _SEQ_MARKER, occurred_at)))
+        seq = connection.execute(
+            _APPEND_PG_WITH_REFS if refs else _APPEND_PG,
+            {**columns, "prefix": prefix, "suffix": suffix, "refs": json.dumps(refs),
+             "head_id": HEAD_ID},
+        ).scalar_one()  # fmt: skip
+        return int(seq)
+    seq, prev_hash = connection.execute(
         update(AuditHead)
         .where(AuditHead.id == HEAD_ID)
         .values(seq=AuditHead.seq + 1)
         .returning(AuditHead.seq, AuditHead.hash)
     ).one()
-    fields = _chained(pending, seq, format_timestamp(now or utcnow()))
-    digest = link_hash(bytes(prev_hash), fields)
-    row = {**fields, "prev_hash": bytes(prev_hash), "hash": digest}
-    row["targets"] = canonical_json(pending.targets).decode()
-    row["returned"] = canonical_json(pending.returned).decode()
-    db.session.execute(insert(AuditEntry).values(**row))
-    refs = [
-        {"entry_seq": seq, "ref_type": ref_type, "ref_id": ref_id, "relation": relation}
-        for relation, refs_by_type in (("target", pending.targets), ("returned", pending.returned))
-        for ref_type, ids in refs_by_type.items()
-        for ref_id in ids
-    ]
+    digest = link_hash(bytes(prev_hash), _chained(pending, seq, occurred_at))
+    connection.execute(
+        insert(AuditEntry), {**columns, "seq": seq, "prev_hash": bytes(prev_hash), "hash": digest}
+    )
     if refs:
-        db.session.execute(insert(AuditRef), refs)
-    db.session.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(hash=digest))
+        connection.execute(insert(AuditRef), [{**ref, "entry_seq": seq} for ref in refs])
+    connection.execute(
+        update(AuditHead)
+        .where(AuditHead.id == HEAD_ID)
+        .values(prev_hash=bytes(prev_hash), hash=digest)
+    )
     return int(seq)
+
+
+# The canonical form sorts keys, so seq sits at one place in it; the database fills it in.
+_SEQ_MARKER = 2**63 - 1
+
+
+def _split_at_seq(canonical: bytes) -> tuple[str, str]:
+    prefix, suffix = canonical.decode("ascii").split(f'"seq":{_SEQ_MARKER},')
+    return prefix + '"seq":', "," + suffix
+
+
+# One statement on PostgreSQL: take the head (locking it), hash the entry onto it with
+# SHA-256(prev_hash || canonical bytes), and insert the entry and its references.
+_APPEND_HEAD_AND_ENTRY = """
+    WITH head AS (
+        UPDATE audit_head
+        SET seq = seq + 1, prev_hash = hash,
+            hash = sha256(hash || convert_to(:prefix || (seq + 1)::text || :suffix, 'UTF8'))
+        WHERE id = :head_id
+        RETURNING seq, prev_hash, hash
+    ), entry AS (
+        INSERT INTO audit_entry (seq, occurred_at, kind, action, outcome, status, agency_id,
+            client_id, practitioner, purpose, request_id, source_address, targets, returned,
+            prev_hash, hash)
+        SELECT seq, :occurred_at, :kind, :action, :outcome, :status, :agency_id, :client_id,
+            :practitioner, :purpose, :request_id, :source_address, :targets, :returned,
+            prev_hash, hash
+        FROM head
+        RETURNING seq
+    )"""
+_APPEND_PG = text(_APPEND_HEAD_AND_ENTRY + " SELECT seq FROM entry")
+_APPEND_PG_WITH_REFS = text(
+    _APPEND_HEAD_AND_ENTRY
+    + """, refs AS (
+        INSERT INTO audit_ref (entry_seq, ref_type, ref_id, relation)
+        SELECT entry.seq, r->>'ref_type', r->>'ref_id', r->>'relation'
+        FROM entry, jsonb_array_elements(CAST(:refs AS jsonb)) AS r
+    )
+    SELECT seq FROM entry"""
+)
 
 
 _ROW_COLUMNS = (

@@ -76,6 +76,7 @@ def upgrade() -> None:
         "audit_head",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("seq", SEQ, nullable=False),
+        sa.Column("prev_hash", sa.LargeBinary(length=32), nullable=False),
         sa.Column("hash", sa.LargeBinary(length=32), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
     )
@@ -111,8 +112,14 @@ def upgrade() -> None:
         sa.UniqueConstraint("through_seq", name=op.f("uq_audit_archive_through_seq")),
     )
     op.bulk_insert(
-        sa.table("audit_head", sa.column("id"), sa.column("seq"), sa.column("hash")),
-        [{"id": 1, "seq": 0, "hash": bytes(32)}],
+        sa.table(
+            "audit_head",
+            sa.column("id"),
+            sa.column("seq"),
+            sa.column("prev_hash"),
+            sa.column("hash"),
+        ),
+        [{"id": 1, "seq": 0, "prev_hash": bytes(32), "hash": bytes(32)}],
     )
     if op.get_bind().dialect.name == "postgresql":
         _protect_postgresql()
