@@ -110,8 +110,13 @@ def test_demo_can_run_twice(env: dict[str, str]) -> None:
 def test_alertshare_serve_in_production(env: dict[str, str], tmp_path: Path) -> None:
     keyring = tmp_path / "production-keyring.json"
     save_keyring(generate_keyring(), keyring)
-    production = {**env, "ALERTSHARE_ENV": "production", "ALERTSHARE_KEYRING": str(keyring),
-                  "ALERTSHARE_SECRET_KEY": "p" * 48, "ALERTSHARE_ISSUER": "https://as.example.org"}  # fmt: skip
+    production = {
+        **env,
+        "ALERTSHARE_ENV": "production",
+        "ALERTSHARE_KEYRING": str(keyring),
+        "ALERTSHARE_SECRET_KEY": "p" * 48,
+        "ALERTSHARE_ISSUER": "https://as.example.org",
+    }
     port = _free_port()
     argv = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "2"]
     with _server(argv, production, port) as base:

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6750 import InsufficientScopeError
 from flask import current_app, g, request
 
+from service.audit.request import current_entry
 from service.context import Caller, practitioner_errors, purpose_errors
 from service.oauth import require_oauth
 from service.problems import Problem
@@ -70,13 +70,14 @@ def protected(*scopes: str, action: str, acting_context: bool = True) -> Callabl
 
 def authenticate(policy: AccessPolicy) -> Caller:
     """Check the bearer token and acting context against ``policy``; return the caller."""
-    try:
-        token = require_oauth.acquire_token(list(policy.scopes))
-    except InsufficientScopeError as error:
+    token = require_oauth.acquire_token()  # any live token; scopes are checked below
+    # From here on a refusal is attributable: the audit entry names the agency and client.
+    entry = current_entry()
+    entry.agency_id, entry.client_id = token.agency_id, token.client.client_id
+    if not set(policy.scopes) & set(token.scope.split()):
+        error = InsufficientScopeError()
         error.required_scope = " or ".join(policy.scopes)
-        raise
-    except OAuth2Error:
-        raise
+        raise error
     practitioner = request.headers.get(PRACTITIONER_HEADER)
     purpose = request.headers.get(PURPOSE_HEADER)
     if policy.acting_context:

@@ -155,3 +155,23 @@ def test_refused_request_is_still_recorded_when_only_part_of_the_log_fails(
     assert entry["returned"] == {} and entry["targets"] == {}
     with app.app_context():
         assert verify_log().ok
+
+
+def test_refusal_with_a_valid_token_is_attributed(app: Flask, client: FlaskClient) -> None:
+    creds = create_client(app, scopes=(HOUSEHOLDS_READ,))
+    token = get_token(client, creds)
+    assert client.get("/api/v1/audit/events", headers=bearer(token)).status_code == 403
+    entry = last_entry(app)
+    assert (entry["outcome"], entry["agency_id"], entry["client_id"]) == (
+        "denied",
+        creds.agency_id,
+        creds.client_id,
+    )
+    headers = {**bearer(token), "X-Acting-Practitioner": "Jane Smith <js@example.org>"}
+    assert client.get("/api/v1/me", headers=headers).status_code == 400
+    entry = last_entry(app)
+    assert (entry["outcome"], entry["agency_id"], entry["practitioner"]) == (
+        "failed",
+        creds.agency_id,
+        None,
+    )
