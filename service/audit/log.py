@@ -311,6 +311,11 @@ def archive_through(through_seq: int, out: IO[bytes], signing_key: bytes) -> Aud
     return record
 
 
+def current_head_seq() -> int:
+    """Return the seq of the newest entry appended."""
+    return int(db.session.scalar(select(AuditHead.seq).where(AuditHead.id == HEAD_ID)) or 0)
+
+
 def create_checkpoint(signing_key: bytes) -> Checkpoint:
     """Sign the current head, keep the checkpoint, and return it for export."""
     seq, head_hash = db.session.execute(

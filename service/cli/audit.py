@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -17,10 +18,12 @@ from service.audit.checkpoint import (
 from service.audit.log import (
     archive_through,
     create_checkpoint,
+    current_head_seq,
     latest_checkpoint,
     verify_log,
 )
 from service.cli import in_app, main
+from service.database import db
 from service.keys import active_keys
 
 
@@ -84,8 +87,42 @@ def audit_archive(through_seq: int, out: str) -> None:
 @in_app(commit=True)
 def audit_checkpoint(out: str | None) -> None:
     """Sign the chain head with the key ring's Ed25519 key and keep the checkpoint."""
-    checkpoint = create_checkpoint(active_keys().keyring.signing_key)
-    document = json.dumps(checkpoint.to_json(), indent=2)
+    document = _checkpoint_document()
     if out:
         Path(out).write_text(document + "\n")
     click.echo(document)
+
+
+@audit_group.command("checkpoints")
+@click.option("--every", type=float, default=900.0, show_default=True, help="Seconds between.")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Where to write checkpoint-<seq>.json files (keep it off the database host).",
+)
+@click.option("--count", type=int, default=0, help="Stop after this many (0: run until stopped).")
+@in_app()
+def audit_checkpoints(every: float, out_dir: str, count: int) -> None:
+    """Sign and export a checkpoint periodically, skipping when the head has not moved."""
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    made, last_seq = 0, None
+    while True:
+        head = current_head_seq()
+        if head != last_seq:
+            document = _checkpoint_document()
+            db.session.commit()
+            (directory / f"checkpoint-{head:012d}.json").write_text(document + "\n")
+            click.echo(f"checkpoint at seq {head}")
+            made, last_seq = made + 1, head
+        else:
+            db.session.rollback()  # end the read: a long wait must not hold a snapshot or lock
+        if count and made >= count:
+            return
+        time.sleep(every)
+
+
+def _checkpoint_document() -> str:
+    checkpoint = create_checkpoint(active_keys().keyring.signing_key)
+    return json.dumps(checkpoint.to_json(), indent=2)

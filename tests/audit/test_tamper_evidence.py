@@ -221,3 +221,17 @@ def test_checkpoints_are_append_only_and_a_forged_one_is_reported(
     token = get_token(client, create_client(six_entries))
     body = client.get("/api/v1/audit/verify", headers=bearer(token)).get_json()
     assert (body["ok"], body["problem"]) == (False, "checkpoint_invalid")
+
+
+def test_periodic_checkpoints_skip_an_unmoved_head(
+    six_entries: Flask, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALERTSHARE_DATABASE_URL", database_url)
+    monkeypatch.setenv("ALERTSHARE_DATA_DIR", six_entries.config["DATA_DIR"])
+    out = tmp_path / "kept"
+    args = ["audit", "checkpoints", "--every", "0.05", "--out-dir", str(out), "--count", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (kept,) = out.iterdir()
+    assert kept.name == "checkpoint-000000000006.json"
+    assert Checkpoint.from_json(kept.read_text()).seq == 6
