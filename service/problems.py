@@ -110,6 +110,16 @@ def from_http_exception(error: HTTPException) -> Problem:
     )
 
 
+def internal_error() -> Problem:
+    """Build the generic 500 problem: nothing about the cause, only the request id."""
+    return Problem(
+        500,
+        "internal-error",
+        "Internal server error",
+        "The server could not complete the request. Quote the request id to support.",
+    )
+
+
 def register_problem_handlers(app: Flask) -> None:
     """Make every error, expected or not, leave as a problem response."""
 
@@ -139,24 +149,10 @@ def register_problem_handlers(app: Flask) -> None:
     def _crypto(error: CryptoError) -> Response:
         # The message names table, record and field only; the caller learns nothing more.
         log.error("cannot decrypt: %s", error, extra={"error_type": type(error).__name__})
-        return problem_response(
-            Problem(
-                500,
-                "internal-error",
-                "Internal server error",
-                "The server could not complete the request. Quote the request id to support.",
-            )
-        )
+        return problem_response(internal_error())
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         # The traceback goes to the log, never to the caller; the request id joins the two.
         log.exception("unhandled error", extra={"error_type": type(error).__name__})
-        return problem_response(
-            Problem(
-                500,
-                "internal-error",
-                "Internal server error",
-                "The server could not complete the request. Quote the request id to support.",
-            )
-        )
+        return problem_response(internal_error())

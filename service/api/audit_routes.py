@@ -52,6 +52,16 @@ def _bulk_threshold() -> int:
     return int(current_app.config["UNUSUAL_READS_PER_HOUR"])
 
 
+def _find_and_record(args: dict[str, Any]) -> tuple[list[queries.Event], int | None]:
+    """Find the caller's page of events and name them all in this request's audit entry."""
+    events, cursor = queries.find_events(
+        _filters(args), _viewer(current_caller()), before_seq=args.get("cursor"),
+        limit=args["limit"], bulk_threshold=_bulk_threshold(),
+    )  # fmt: skip
+    current_entry().returning("audit_entry", [str(e.entry.seq) for e in events])
+    return events, cursor
+
+
 @bp.get("/events")
 @protected(AUDIT_READ, AUDIT_READ_ALL, action="audit:search")
 @documented(query=EventQuerySchema, response=EventPageSchema)
@@ -61,12 +71,7 @@ def list_events() -> dict[str, Any]:
     With audit:read an agency sees the entries it made and those about households it works
     with; with audit:read:all, everything.
     """
-    args = EventQuerySchema().load(request.args)
-    events, cursor = queries.find_events(
-        _filters(args), _viewer(current_caller()), before_seq=args.get("cursor"),
-        limit=args["limit"], bulk_threshold=_bulk_threshold(),
-    )  # fmt: skip
-    current_entry().returning("audit_entry", [str(e.entry.seq) for e in events])
+    events, cursor = _find_and_record(EventQuerySchema().load(request.args))
     return {"items": [e.as_dict() for e in events], "next_cursor": cursor}
 
 
@@ -81,11 +86,7 @@ def export_events() -> Response:
     """
     args = ExportQuerySchema().load(request.args)
     # Read, and record as returned, within the audited transaction; only rendering streams.
-    events, cursor = queries.find_events(
-        _filters(args), _viewer(current_caller()), before_seq=args.get("cursor"),
-        limit=args["limit"], bulk_threshold=_bulk_threshold(),
-    )  # fmt: skip
-    current_entry().returning("audit_entry", [str(e.entry.seq) for e in events])
+    events, cursor = _find_and_record(args)
     items = [event.as_dict() for event in events]  # before the commit expires the rows
 
     def rows() -> Iterator[str]:

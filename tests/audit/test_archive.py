@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
@@ -21,15 +20,6 @@ from service.database import db
 from service.keys import active_keys
 from service.models.audit import AuditArchive, AuditEntry
 from tests.audit.test_tamper_evidence import rogue
-from tests.factories import bearer, create_client, get_token
-
-
-@pytest.fixture
-def six_entries(app: Flask, client: FlaskClient) -> Flask:
-    token = get_token(client, create_client(app))
-    for _ in range(5):
-        client.get("/api/v1/agencies", headers=bearer(token))
-    return app
 
 
 @pytest.fixture

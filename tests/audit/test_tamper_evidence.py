@@ -24,15 +24,6 @@ from tests.conftest import ON_POSTGRES
 from tests.factories import bearer, create_client, get_token
 
 
-@pytest.fixture
-def six_entries(app: Flask, client: FlaskClient) -> Flask:
-    """An app whose log holds six entries from real requests (a token, then five reads)."""
-    token = get_token(client, create_client(app))
-    for _ in range(5):
-        assert client.get("/api/v1/agencies", headers=bearer(token)).status_code == 200
-    return app
-
-
 def rogue(app: Flask, *statements: str) -> None:
     """Run SQL as a database owner who switched the protections off first."""
     with app.app_context():
