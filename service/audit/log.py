@@ -219,13 +219,13 @@ def verify_log(
         start_seq, start_hash = archive.through_seq + 1, bytes(archive.through_hash)
     if checkpoint is not None and checkpoint.seq < start_seq - 1:
         checkpoint = None
-    # The head first: entries committed after it are left for the next walk, not mistaken
-    # for a gap. Then the entries in insertion order (id), so reordered ones look reordered;
-    # targets and returned are hashed as stored (canonical text), without parsing.
-    head_seq = db.session.scalar(select(AuditHead.seq).where(AuditHead.id == HEAD_ID)) or 0
+    # The head first, the entries (all of them, in insertion order so reordered ones look
+    # reordered; targets and returned hashed as stored), then the head again: appends are
+    # serialised and commit in seq order, so entries committed meanwhile simply chain on.
+    before = _head()
     result = db.session.connection().execute(
         select(*_ROW_COLUMNS)
-        .where(AuditEntry.seq >= start_seq, AuditEntry.seq <= head_seq)
+        .where(AuditEntry.seq >= start_seq)
         .order_by(AuditEntry.id)
         .execution_options(yield_per=10_000)
     )
@@ -236,18 +236,48 @@ def verify_log(
         )  # fmt: skip
     finally:
         result.close()  # verification may stop early; release the server-side cursor
+    if not report.ok:
+        return report
+    return _check_head(report, before, _head(), start_seq, start_hash)
+
+
+def _head() -> tuple[int, bytes] | None:
+    row = db.session.execute(
+        select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID)
+    ).first()
+    return (int(row[0]), bytes(row[1])) if row is not None else None
+
+
+def _check_head(
+    report: VerificationReport,
+    before: tuple[int, bytes] | None,
+    after: tuple[int, bytes] | None,
+    start_seq: int,
+    start_hash: bytes,
+) -> VerificationReport:
+    """Hold the intact chain against the head row, which remembers how far it reached."""
     last = report.head_seq if report.head_seq is not None else start_seq - 1
-    if report.ok and head_seq > last:
-        # The head row remembers more entries than the table holds: the tail was removed.
+
+    def failed(seq: int, problem: str, detail: str) -> VerificationReport:
         return VerificationReport(
-            False,
-            report.checked,
-            report.head_seq,
-            report.head_hash,
-            last + 1,
-            "truncated",
-            f"the chain head records seq {head_seq} but the log ends at seq {last}",
+            False, report.checked, report.head_seq, report.head_hash, seq, problem, detail
         )
+
+    if before is None or after is None:
+        return failed(start_seq, "head_altered", "the chain head row is missing")
+    if before[0] > last:
+        detail = f"the chain head records seq {before[0]} but the log ends at seq {last}"
+        return failed(last + 1, "truncated", detail)
+    if after[0] < last:
+        detail = f"entries after seq {after[0]} lie beyond the chain head: not appended by us"
+        return failed(after[0] + 1, "head_altered", detail)
+    if before[0] >= start_seq:
+        stored = db.session.scalar(select(AuditEntry.hash).where(AuditEntry.seq == before[0]))
+        expected = bytes(stored) if stored is not None else b""
+    else:
+        expected = start_hash
+    if before[1] != expected:
+        return failed(before[0], "head_altered", "the chain head's hash is not its entry's hash")
     return report
 
 

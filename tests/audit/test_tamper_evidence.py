@@ -35,7 +35,8 @@ def rogue(app: Flask, *statements: str) -> None:
             else:
                 cursor.execute("PRAGMA foreign_keys=OFF")
                 for trigger in ("audit_entry_no_update", "audit_entry_no_delete",
-                                "audit_checkpoint_no_update"):  # fmt: skip
+                                "audit_checkpoint_no_update", "audit_head_forward_only",
+                                "audit_head_no_delete"):  # fmt: skip
                     cursor.execute(f"DROP TRIGGER IF EXISTS {trigger}")
             for statement in statements:
                 cursor.execute(statement)
@@ -226,3 +227,40 @@ def test_periodic_checkpoints_skip_an_unmoved_head(
     (kept,) = out.iterdir()
     assert kept.name == "checkpoint-000000000006.json"
     assert Checkpoint.from_json(kept.read_text()).seq == 6
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM audit_head",
+        "UPDATE audit_head SET seq = 0",
+        "UPDATE audit_head SET seq = seq + 5",
+    ],
+)
+def test_the_chain_head_only_moves_forward(six_entries: Flask, statement: str) -> None:
+    with six_entries.app_context():
+        with pytest.raises(DBAPIError, match="only moves forward"):
+            db.session.execute(text(statement))
+        db.session.rollback()
+
+
+def test_forged_entry_beyond_the_head_is_named(six_entries: Flask) -> None:
+    rogue(
+        six_entries,
+        "INSERT INTO audit_entry (seq, occurred_at, kind, action, outcome, status, targets, "
+        "returned, prev_hash, hash) SELECT 1000000, occurred_at, kind, action, outcome, status, "
+        "targets, returned, prev_hash, hash FROM audit_entry WHERE seq = 6",
+    )
+    result = report(six_entries)
+    assert (result["problem"], result["first_bad_seq"]) == ("missing", 7)
+
+
+@pytest.mark.parametrize(
+    ("statement", "first_bad_seq"),
+    [("UPDATE audit_head SET seq = 3", 4), ("DELETE FROM audit_head", 1)],
+)
+def test_tampered_head_is_named(six_entries: Flask, statement: str, first_bad_seq: int) -> None:
+    rogue(six_entries, statement)
+    result = report(six_entries)
+    assert (result["ok"], result["problem"]) == (False, "head_altered")
+    assert result["first_bad_seq"] == first_bad_seq

@@ -132,7 +132,20 @@ ARCHIVED = "(SELECT COALESCE(MAX(through_seq), 0) FROM audit_archive)"
 SEQ_COLUMN = {"audit_entry": "seq", "audit_ref": "entry_seq", "audit_archive": "through_seq"}
 
 
+# The head moves forward one seq at a time (the hash may be set in a second statement on
+# SQLite); it is never deleted.
+HEAD_FORWARD_ONLY = "NEW.id <> OLD.id OR NEW.seq NOT IN (OLD.seq, OLD.seq + 1)"
+
+
 def _protect_sqlite() -> None:
+    op.execute(
+        f"CREATE TRIGGER audit_head_forward_only BEFORE UPDATE ON audit_head "
+        f"WHEN {HEAD_FORWARD_ONLY} BEGIN SELECT RAISE(ABORT, 'audit_head only moves forward'); END"
+    )
+    op.execute(
+        "CREATE TRIGGER audit_head_no_delete BEFORE DELETE ON audit_head "
+        "BEGIN SELECT RAISE(ABORT, 'audit_head only moves forward'); END"
+    )
     op.execute(
         "CREATE TRIGGER audit_checkpoint_no_update BEFORE UPDATE ON audit_checkpoint "
         "BEGIN SELECT RAISE(ABORT, 'audit_checkpoint is append-only'); END"
@@ -175,8 +188,22 @@ def _protect_postgresql() -> None:
             f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
             "FOR EACH STATEMENT EXECUTE FUNCTION alertshare_refuse_change()"
         )
+    op.execute(
+        "CREATE FUNCTION alertshare_head_forward_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN IF TG_OP <> 'UPDATE' OR {HEAD_FORWARD_ONLY} THEN "
+        "RAISE EXCEPTION 'audit_head only moves forward'; END IF; RETURN NEW; END $$"
+    )
+    op.execute(
+        "CREATE TRIGGER audit_head_forward_only BEFORE UPDATE OR DELETE ON audit_head "
+        "FOR EACH ROW EXECUTE FUNCTION alertshare_head_forward_only()"
+    )
+    op.execute(
+        "CREATE TRIGGER audit_head_no_truncate BEFORE TRUNCATE ON audit_head "
+        "FOR EACH STATEMENT EXECUTE FUNCTION alertshare_head_forward_only()"
+    )
     role = os.environ.get("ALERTSHARE_DATABASE_APP_ROLE")
     if role:
+        op.execute(f'REVOKE DELETE, TRUNCATE ON audit_head FROM "{role}"')
         # Archival (which deletes covered rows) runs as the owner, never as the app's role.
         tables = ", ".join((*SEQ_COLUMN, "audit_checkpoint"))
         op.execute(f'REVOKE UPDATE, DELETE, TRUNCATE ON {tables} FROM "{role}"')
@@ -187,8 +214,13 @@ def downgrade() -> None:
         for table in (*SEQ_COLUMN, "audit_checkpoint"):
             op.execute(f"DROP TRIGGER {table}_append_only ON {table}")
             op.execute(f"DROP TRIGGER {table}_no_truncate ON {table}")
+        op.execute("DROP TRIGGER audit_head_forward_only ON audit_head")
+        op.execute("DROP TRIGGER audit_head_no_truncate ON audit_head")
+        op.execute("DROP FUNCTION alertshare_head_forward_only()")
         op.execute("DROP FUNCTION alertshare_refuse_change()")
     else:
+        op.execute("DROP TRIGGER audit_head_forward_only")
+        op.execute("DROP TRIGGER audit_head_no_delete")
         for table in (*SEQ_COLUMN, "audit_checkpoint"):
             op.execute(f"DROP TRIGGER {table}_no_update")
             op.execute(f"DROP TRIGGER {table}_no_delete")
