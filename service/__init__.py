@@ -43,6 +43,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     oauth.init_app(app)
     problems.register_problem_handlers(app)
     app.before_request(access.enforce_declared_policy)
+    app.before_request(access.refuse_foreign_ids)
     app.register_blueprint(ops.bp)
     app.register_blueprint(oauth_routes.bp)
     app.register_blueprint(v1.bp)

@@ -23,8 +23,8 @@ from service.oauth.scopes import ALL_SCOPES
 def add_agency(slug: str, name: str, agency_type: str, duty_contact: str) -> Agency:
     """Register a member agency of the partnership."""
     errors: dict[str, list[str]] = {}
-    if not SLUG_PATTERN.match(slug):
-        errors["id"] = ["Lower-case letters, digits and hyphens, up to 64 characters."]
+    if not SLUG_PATTERN.fullmatch(slug):
+        errors["id"] = ["Lower-case letters, digits and hyphens, up to 47 characters."]
     if agency_type not in AGENCY_TYPES:
         errors["agency_type"] = [f"One of: {', '.join(AGENCY_TYPES)}."]
     if not name.strip():

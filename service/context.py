@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
 PURPOSES_OF_USE = ("pre_visit", "case_work", "safeguarding_enquiry", "emergency", "audit")
-PRACTITIONER_REF_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,63}$")
+PRACTITIONER_REF_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,63}")
+# Ids of our records (UUIDs, slugs, client ids): anything else in a path is not one of ours.
+RECORD_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +28,23 @@ class Caller:
         return scope in self.scopes
 
 
+def recordable_address(raw: str | None) -> str | None:
+    """Return the client's IP address in canonical form, or None if it is not one.
+
+    Behind trusted proxies the address comes from a header; it goes into the hash-chained
+    audit log, so only a well-formed address may.
+    """
+    try:
+        return str(ipaddress.ip_address(raw or ""))
+    except ValueError:
+        return None
+
+
 def practitioner_errors(value: str | None) -> list[str]:
     """Return what is wrong with an acting-practitioner reference (empty when valid)."""
     if not value:
         return ["Missing. Send the acting practitioner's reference from your case system."]
-    if not PRACTITIONER_REF_PATTERN.match(value):
+    if not PRACTITIONER_REF_PATTERN.fullmatch(value):
         return ["Must be 1-64 characters: letters, digits and . _ : @ / -, starting alphanumeric."]
     return []
 

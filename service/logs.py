@@ -69,7 +69,7 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _assign_request_id() -> None:
         supplied = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = supplied if _REQUEST_ID_PATTERN.match(supplied) else uuid.uuid4().hex
+        g.request_id = supplied if _REQUEST_ID_PATTERN.fullmatch(supplied) else uuid.uuid4().hex
         g.started = time.perf_counter()
 
     @app.after_request

@@ -118,3 +118,12 @@ def test_private_key_jwt_client_from_jwks_file(run: CliRunner, tmp_path: Path) -
 def test_db_current_reports_head(run: CliRunner) -> None:
     out = _ok(run, "db", "current")
     assert out.splitlines()[0].split(": ")[1].strip() == out.splitlines()[1].split(":")[1].strip()
+
+
+def test_slug_long_enough_to_overflow_client_ids_is_refused(run: CliRunner) -> None:
+    result = run.invoke(main, ["agency", "add", "a" * 48, "--name", "x", "--type", "health",
+                               "--duty-contact", "x"])  # fmt: skip
+    assert result.exit_code != 0 and "47" in result.output
+    _ok(run, "agency", "add", "a" * 47, "--name", "x", "--type", "health", "--duty-contact", "x")
+    out = _ok(run, "client", "add", "a" * 47, "--name", "x", "--scope", "households:read")
+    assert len(out.split("client_id: ")[1].split()[0]) == 64

@@ -11,7 +11,13 @@ from authlib.oauth2.rfc6750 import InsufficientScopeError
 from flask import current_app, g, request
 
 from service.audit.request import current_entry
-from service.context import Caller, practitioner_errors, purpose_errors
+from service.context import (
+    RECORD_ID_PATTERN,
+    Caller,
+    practitioner_errors,
+    purpose_errors,
+    recordable_address,
+)
 from service.oauth import require_oauth
 from service.problems import Problem
 
@@ -104,13 +110,20 @@ def authenticate(policy: AccessPolicy) -> Caller:
         practitioner=practitioner if policy.acting_context else None,
         purpose=purpose if policy.acting_context else None,
         request_id=g.request_id,
-        source_address=request.remote_addr,
+        source_address=recordable_address(request.remote_addr),
     )
 
 
 def current_caller() -> Caller:
     """Return the caller authenticated for this request."""
     return g.caller  # type: ignore[no-any-return]
+
+
+def refuse_foreign_ids() -> None:
+    """Answer 404 for a path id that cannot be one of ours (before it reaches a query)."""
+    for name, value in (request.view_args or {}).items():
+        if name.endswith("_id") and not RECORD_ID_PATTERN.fullmatch(str(value)):
+            raise Problem(404, "not-found", "Not found", f"No such {name.removesuffix('_id')}.")
 
 
 def enforce_declared_policy() -> None:

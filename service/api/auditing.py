@@ -11,23 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 
 from flask import Flask, Response, current_app, g, request
 
 from service.api.access import policy_of
 from service.audit.log import PendingEntry, append
+from service.context import RECORD_ID_PATTERN, recordable_address
 from service.database import db
 from service.problems import Problem, problem_response
 
 AUDITED_PREFIXES = ("/api/", "/oauth/")
-RECORDABLE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 UNROUTED_ACTION = "request:unrouted"
 log = logging.getLogger(__name__)
 
 
 def _outcome(status: int) -> str:
-    if status < 400:
+    if status < 300:
         return "allowed"
     return "denied" if status in (401, 403, 404) else "failed"
 
@@ -39,7 +38,11 @@ def begin_entry() -> None:
     view = current_app.view_functions.get(request.endpoint or "")
     policy = policy_of(view) if view is not None else None
     action = policy.action if policy is not None and policy.action else UNROUTED_ACTION
-    entry = PendingEntry(action=action, request_id=g.request_id, source_address=request.remote_addr)
+    entry = PendingEntry(
+        action=action,
+        request_id=g.request_id,
+        source_address=recordable_address(request.remote_addr),
+    )
     for name, value in (request.view_args or {}).items():
         if name.endswith("_id"):
             entry.target(name.removesuffix("_id"), recordable_id(str(value)))
@@ -52,7 +55,7 @@ def recordable_id(value: str) -> str:
     A path id is whatever the caller typed; an over-long or odd one must not stop the entry
     being written (the request would then go unrecorded).
     """
-    if RECORDABLE_ID.match(value):
+    if RECORD_ID_PATTERN.fullmatch(value):
         return value
     return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 

@@ -22,7 +22,8 @@ AGENCY_TYPES = (
     "voluntary",
     "other",
 )
-SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# At most 47 characters, so that "<slug>.<16 hex>" client ids fit the 64-character columns.
+SLUG_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,45}[a-z0-9])?")
 
 
 class Agency(EncryptedRecord, Base):

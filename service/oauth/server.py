@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 from typing import Any, cast
@@ -26,12 +27,12 @@ from service.oauth.scopes import ALL_SCOPES, TOKENS_INTROSPECT
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
 MAX_ASSERTION_LIFETIME = 300
-CLIENT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\.[0-9a-f]{16}$")
+CLIENT_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,46}\.[0-9a-f]{16}")
 
 
 def query_client(client_id: str) -> OAuthClient | None:
     """Return the active client with ``client_id``; revoked clients and disabled agencies vanish."""
-    if not CLIENT_ID_PATTERN.match(client_id or ""):
+    if not CLIENT_ID_PATTERN.fullmatch(client_id or ""):
         return None  # not one of ours; also keeps NUL bytes and huge strings away from the database
     query = select(OAuthClient).where(OAuthClient.client_id == client_id)
     client: OAuthClient | None = db.session.scalar(query)
@@ -72,12 +73,19 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         super().__init__(validate_jti=True, leeway=30)
 
     def verify_claims(self, claims: Any) -> None:
-        super().verify_claims(claims)
-        # A long-lived assertion is a long-lived credential: refuse anything but short ones.
-        if int(claims["exp"]) - int(time.time()) > MAX_ASSERTION_LIFETIME:
+        # A long-lived assertion is a long-lived credential: refuse anything but short ones,
+        # before the parent class records its jti.
+        exp = claims.get("exp")
+        if (
+            not isinstance(exp, int | float)
+            or isinstance(exp, bool)
+            or not math.isfinite(exp)
+            or exp - time.time() > MAX_ASSERTION_LIFETIME
+        ):
             raise InvalidClientError(
-                description=f"Assertions may live at most {MAX_ASSERTION_LIFETIME} seconds."
+                description=f"Assertions need an exp at most {MAX_ASSERTION_LIFETIME} s ahead."
             )
+        super().verify_claims(claims)
 
     def get_audiences(self) -> list[str]:
         base = issuer_url()
@@ -168,7 +176,7 @@ def issuer_url() -> str:
     which a caller controls and so must never decide which assertion audiences are accepted.
     """
     configured = current_app.config.get("ISSUER")
-    return str(configured or request.host_url.rstrip("/"))
+    return str(configured or request.host_url).rstrip("/")
 
 
 def metadata() -> dict[str, Any]:

@@ -128,7 +128,7 @@ def test_no_personal_data_in_audit_table_or_log(
 @pytest.mark.parametrize("raw_id", ["h" * 65, "bad%00id", "with space"])
 def test_odd_path_ids_are_recorded_by_digest(app: Flask, client: FlaskClient, raw_id: str) -> None:
     response = client.get(f"/api/v1/audit/households/{raw_id}/access-report")
-    assert response.status_code == 401
+    assert response.status_code == 404  # not one of our ids, whoever asks
     entry = last_entry(app)
     assert entry["action"] == "audit:access-report"
     (target,) = entry["targets"]["household"]
@@ -175,3 +175,28 @@ def test_refusal_with_a_valid_token_is_attributed(app: Flask, client: FlaskClien
         creds.agency_id,
         None,
     )
+
+
+def test_foreign_path_id_is_404_and_recorded(app: Flask, client: FlaskClient) -> None:
+    token = get_token(client, create_client(app))
+    response = client.get("/api/v1/audit/households/a%00b/access-report", headers=bearer(token))
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
+    assert last_entry(app)["targets"]["household"][0].startswith("sha256:")
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "recorded"),
+    [("203.0.113.9", "203.0.113.9"), ("x" * 100, None), ("1.2.3.4" + " " * 80, "1.2.3.4")],
+)
+def test_source_address_behind_a_proxy(
+    make_app: object, forwarded: str, recorded: str | None
+) -> None:
+    app = make_app(TRUSTED_PROXIES=1)  # type: ignore[operator]
+    http = app.test_client()
+    token = get_token(http, create_client(app))
+    response = http.get("/api/v1/me", headers={**bearer(token), "X-Forwarded-For": forwarded})
+    assert response.status_code == 200
+    assert last_entry(app)["source_address"] == recorded
+    with app.app_context():
+        assert verify_log().ok

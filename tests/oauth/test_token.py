@@ -9,6 +9,7 @@ import uuid
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from joserfc import jwt
 from joserfc.jwk import ECKey
 from sqlalchemy import select
 
@@ -224,3 +225,23 @@ def test_configured_issuer_fixes_the_assertion_audience(make_app: object) -> Non
     assert response.get_json()["error"] == "invalid_client"
     ours = client_assertion(creds, audience="https://alertshare.example.org/oauth/token")
     assert http.post("/oauth/token", data={**GRANT, **ours}).status_code == 200
+
+
+@pytest.mark.parametrize("exp", [10**10, 10**19, 1e300, "soon", True])
+def test_absurd_assertion_expiry_is_refused_cleanly(
+    app: Flask, client: FlaskClient, exp: object
+) -> None:
+    creds = create_client(app, private_key_jwt=True)
+    assert creds.private_key is not None
+    now = int(time.time())
+    claims = {"iss": creds.client_id, "sub": creds.client_id, "aud": "http://localhost/oauth/token",
+              "iat": now, "exp": exp, "jti": uuid.uuid4().hex}  # fmt: skip
+    assertion = jwt.encode({"alg": "ES256"}, claims, creds.private_key)
+    form = {
+        **GRANT,
+        "client_assertion": assertion,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    }
+    response = client.post("/oauth/token", data=form)
+    assert response.status_code in (400, 401)
+    assert response.get_json()["error"] == "invalid_client"
