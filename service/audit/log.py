@@ -364,13 +364,33 @@ def create_checkpoint(signing_key: bytes) -> Checkpoint:
     return signed
 
 
-def latest_checkpoint(signing_key: bytes) -> Checkpoint | None:
-    """Return the newest stored checkpoint, after checking its signature against our key."""
-    row = db.session.scalars(
+def latest_checkpoint(public_key: bytes) -> tuple[Checkpoint | None, list[int]]:
+    """Return the newest stored checkpoint whose signature checks out, and the ids of any newer
+    rows that do not (forged or damaged: a finding in itself, but no reason to stop checking).
+    """
+    rows = db.session.scalars(
         select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc(), AuditCheckpoint.id.desc())
-    ).first()
-    if row is None:
-        return None
-    checkpoint = Checkpoint(row.seq, row.hash, row.created_at, row.key_id, row.signature)
-    verify_checkpoint_signature(checkpoint, public_key_from_private(signing_key))
-    return checkpoint
+    )
+    invalid: list[int] = []
+    for row in rows:
+        try:
+            checkpoint = Checkpoint(row.seq, row.hash, row.created_at, row.key_id, row.signature)
+            verify_checkpoint_signature(checkpoint, public_key)
+        except CheckpointError:
+            invalid.append(row.id)
+            continue
+        return checkpoint, invalid
+    return None, invalid
+
+
+def verify_with_stored_checkpoints(public_key: bytes) -> tuple[VerificationReport, int | None]:
+    """Verify against the newest valid stored checkpoint; report invalid ones if all else is
+    well. Returns the report and the checkpoint's seq."""
+    checkpoint, invalid = latest_checkpoint(public_key)
+    report = verify_log(checkpoint, public_key)
+    if report.ok and invalid:
+        report = VerificationReport(
+            False, report.checked, report.head_seq, report.head_hash, None, "checkpoint_invalid",
+            f"stored checkpoints {invalid} do not check out against the signing key",
+        )  # fmt: skip
+    return report, checkpoint.seq if checkpoint else None

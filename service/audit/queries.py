@@ -64,13 +64,20 @@ def _refers_to(ref_type: str, ref_id: str) -> ColumnElement[bool]:
 
 
 def visible_to(agency_id: str) -> ColumnElement[bool]:
-    """Entries an agency may audit: its own, and those about households it works with."""
+    """Entries an agency may audit: its own, and others' reads of households it works with.
+
+    Other agencies' auditors' look-ups are not among them: an investigation must not be
+    visible to the people it is about.
+    """
     involved = select(Involvement.household_id).where(Involvement.agency_id == agency_id)
     about_its_households = exists().where(
         AuditRef.entry_seq == AuditEntry.seq, AuditRef.ref_type == HOUSEHOLD,
         AuditRef.ref_id.in_(involved),
     )  # fmt: skip
-    return or_(AuditEntry.agency_id == agency_id, about_its_households)
+    return or_(
+        AuditEntry.agency_id == agency_id,
+        and_(about_its_households, AuditEntry.action.not_like("audit:%")),
+    )
 
 
 def _query(filters: EventFilter, viewer_agency: str | None) -> Select[AuditEntry]:
@@ -148,17 +155,20 @@ def _backed_by_chain(
 
     The index makes the query fast; a row slipped into it must not widen what an agency sees.
     """
-    named = _households_named(entry)
+    named = _named(entry, HOUSEHOLD)
     if filters.household_id and filters.household_id not in named:
         return False
-    return viewer is None or entry.agency_id == viewer or bool(named & involved)
+    if filters.warning_id and filters.warning_id not in _named(entry, "warning"):
+        return False
+    if viewer is None or entry.agency_id == viewer:
+        return True
+    return bool(named & involved) and not entry.action.startswith("audit:")
 
 
-def _households_named(entry: AuditEntry) -> set[str]:
-    ids = json.loads(entry.targets).get(HOUSEHOLD, []) + json.loads(entry.returned).get(
-        HOUSEHOLD, []
-    )
-    return set(ids)
+def _named(entry: AuditEntry | Any, ref_type: str) -> set[str]:
+    """Return the ids of ``ref_type`` the (hash-chained) entry itself names."""
+    targets, returned = json.loads(entry.targets), json.loads(entry.returned)
+    return set(targets.get(ref_type, [])) | set(returned.get(ref_type, []))
 
 
 def iter_events(
@@ -181,15 +191,9 @@ def _parse(occurred_at: str) -> datetime:
 
 def flag_unusual(entries: list[AuditEntry], bulk_threshold: int) -> list[Event]:
     """Flag reads without involvement at the time, emergency reads and bulk browsing."""
-    seqs = [e.seq for e in entries if e.outcome == "allowed"]
-    households_of: dict[int, set[str]] = defaultdict(set)
-    if seqs:
-        for seq, ref_id in db.session.execute(
-            select(AuditRef.entry_seq, AuditRef.ref_id).where(
-                AuditRef.entry_seq.in_(seqs), AuditRef.ref_type == HOUSEHOLD
-            )
-        ):
-            households_of[seq].add(ref_id)
+    # From the chained entries themselves, never from the unchained reference index alone:
+    # a flag accuses someone, so it must rest on what verification protects.
+    households_of = {e.seq: _named(e, HOUSEHOLD) for e in entries if e.outcome == "allowed"}
     involved = _involvements({h for hs in households_of.values() for h in hs})
     browsing = _bulk_browsers([e for e in entries if households_of.get(e.seq)], bulk_threshold)
     events = []
@@ -243,7 +247,7 @@ def _bulk_browsers(entries: list[AuditEntry], threshold: int) -> set[int]:
     window_start = format_timestamp(min(times) - timedelta(hours=1))
     rows = db.session.execute(
         select(AuditEntry.agency_id, AuditEntry.practitioner, AuditEntry.occurred_at,
-               AuditRef.ref_id)
+               AuditRef.ref_id, AuditEntry.targets, AuditEntry.returned)
         .join(AuditRef, AuditRef.entry_seq == AuditEntry.seq)
         .where(AuditRef.ref_type == HOUSEHOLD, AuditEntry.outcome == "allowed",
                AuditEntry.action.not_like("audit:%"),
@@ -253,8 +257,10 @@ def _bulk_browsers(entries: list[AuditEntry], threshold: int) -> set[int]:
                      for a, p in people)))
     ).all()  # fmt: skip
     reads: dict[tuple[str | None, str | None], list[tuple[str, str]]] = defaultdict(list)
-    for agency_id, practitioner, occurred_at, household_id in rows:
-        reads[(agency_id, practitioner)].append((occurred_at, household_id))
+    for agency_id, practitioner, occurred_at, household_id, targets, returned in rows:
+        chained = json.loads(targets).get(HOUSEHOLD, []) + json.loads(returned).get(HOUSEHOLD, [])
+        if household_id in chained:  # the index row is backed by the entry itself
+            reads[(agency_id, practitioner)].append((occurred_at, household_id))
     flagged = set()
     for entry in entries:
         lower = format_timestamp(_parse(entry.occurred_at) - timedelta(hours=1))

@@ -19,8 +19,8 @@ from service.audit.log import (
     archive_through,
     create_checkpoint,
     current_head_seq,
-    latest_checkpoint,
     verify_log,
+    verify_with_stored_checkpoints,
 )
 from service.cli import in_app, main
 from service.database import db
@@ -40,18 +40,18 @@ def audit_group() -> None:
 @in_app()
 def audit_verify(checkpoint_file: str | None) -> None:
     """Walk the hash chain; exit 1 and name the first bad entry if it is not intact."""
-    signing_key = active_keys().keyring.signing_key
-    checkpoint: Checkpoint | None
-    try:
-        if checkpoint_file:
+    public_key = public_key_from_private(active_keys().keyring.signing_key)
+    checkpoint_seq: int | None
+    if checkpoint_file:
+        try:
             checkpoint = Checkpoint.from_json(Path(checkpoint_file).read_text())
-            verify_checkpoint_signature(checkpoint, public_key_from_private(signing_key))
-        else:
-            checkpoint = latest_checkpoint(signing_key)
-    except CheckpointError as error:
-        raise click.ClickException(f"checkpoint refused: {error}") from error
-    report = verify_log(checkpoint, public_key_from_private(signing_key))
-    click.echo(json.dumps({**report.to_json(), "checkpoint_seq": checkpoint and checkpoint.seq}))
+            verify_checkpoint_signature(checkpoint, public_key)
+        except CheckpointError as error:
+            raise click.ClickException(f"checkpoint refused: {error}") from error
+        report, checkpoint_seq = verify_log(checkpoint, public_key), checkpoint.seq
+    else:
+        report, checkpoint_seq = verify_with_stored_checkpoints(public_key)
+    click.echo(json.dumps({**report.to_json(), "checkpoint_seq": checkpoint_seq}))
     if not report.ok:
         sys.exit(1)
 

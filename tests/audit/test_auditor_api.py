@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from service import households
@@ -170,11 +171,15 @@ def test_audit_read_sees_entries_about_households_it_works_with(
     theirs = create_household(app, created_by=reader, involved=(reader,))
     _, lead_token = auditor(app, client, scopes=(AUDIT_READ_ALL,), agency_id=lead)
     assert access_report(client, lead_token, ours).status_code == 200
-    about_ours = {latest_seq(app)}
-    about_ours.add(record_read(app, agency_id=reader, household_id=ours))
+    # The partnership auditor's look-up is about our household, but an investigation must not
+    # be visible to those it may concern: other agencies' audit:* entries stay hidden.
+    auditors_lookup = latest_seq(app)
+    about_ours = {record_read(app, agency_id=reader, household_id=ours)}
     record_read(app, agency_id=reader, household_id=theirs)
     assert access_report(client, lead_token, theirs).status_code == 200
-    assert listed(client, token) == newest_first(own | about_ours)
+    seen = listed(client, token)
+    assert seen == newest_first(own | about_ours)
+    assert auditors_lookup not in seen
 
 
 def test_audit_read_all_sees_every_entry(app: Flask, client: FlaskClient) -> None:
@@ -593,3 +598,30 @@ def test_verify_needs_audit_read_all(app: Flask, client: FlaskClient) -> None:
     assert response.status_code == 403
     assert response.mimetype == "application/problem+json"
     assert last_entry(app)["outcome"] == "denied"
+
+
+def test_rows_slipped_into_the_reference_index_change_nothing(
+    app: Flask, client: FlaskClient
+) -> None:
+    # The index (audit_ref) is not hash-chained; only what the chained entries say may count.
+    creds, token = auditor(app, client)
+    other = create_agency(app)
+    ours = create_household(app, created_by=creds.agency_id, involved=(creds.agency_id,))
+    theirs = create_household(
+        app, created_by=other, involved=(other,), started_at=T0 - timedelta(days=1)
+    )
+    unrelated = record_read(app, agency_id=other, household_id=theirs)
+    with app.app_context():
+        for ref_type, ref_id in (("household", ours), ("warning", "w-123")):
+            db.session.execute(
+                text("INSERT INTO audit_ref (entry_seq, ref_type, ref_id, relation) "
+                     "VALUES (:seq, :type, :id, 'target')"),
+                {"seq": unrelated, "type": ref_type, "id": ref_id},
+            )  # fmt: skip
+        db.session.commit()
+    assert unrelated not in listed(client, token)
+    _, lead_token = auditor(app, client, scopes=(AUDIT_READ_ALL,))
+    assert unrelated not in listed(client, lead_token, warning_id="w-123")
+    assert unrelated not in listed(client, lead_token, household_id=ours)
+    # Read by an involved agency: nothing to flag, whatever the index now claims.
+    assert flags_by_seq(client, lead_token).get(unrelated) == []

@@ -209,10 +209,23 @@ def test_checkpoints_are_append_only_and_a_forged_one_is_reported(
         with pytest.raises(DBAPIError, match="append-only"):
             db.session.execute(text("DELETE FROM audit_checkpoint"))
         db.session.rollback()
-    rogue(six_entries, "UPDATE audit_checkpoint SET hash = '" + "ab" * 32 + "'")
+    with six_entries.app_context():
+        kept = create_checkpoint(active_keys().keyring.signing_key)
+        db.session.commit()
+    # A forged newer checkpoint is reported, yet the chain is still held to the valid one.
+    rogue(
+        six_entries,
+        "INSERT INTO audit_checkpoint (seq, hash, created_at, key_id, signature) VALUES "
+        f"(999, '{'ab' * 32}', '{kept.created_at}', '{kept.key_id}', '{kept.signature}')",
+    )
     token = get_token(client, create_client(six_entries))
     body = client.get("/api/v1/audit/verify", headers=bearer(token)).get_json()
-    assert (body["ok"], body["problem"]) == (False, "checkpoint_invalid")
+    assert (body["ok"], body["problem"], body["checkpoint_seq"]) == (
+        False,
+        "checkpoint_invalid",
+        kept.seq,
+    )
+    assert body["checked"] == 7  # six, plus the token request just made
 
 
 def test_periodic_checkpoints_skip_an_unmoved_head(
