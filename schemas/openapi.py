@@ -72,7 +72,7 @@ def documented(
     return decorate
 
 
-def _operation(view: Callable[..., Any], spec: APISpec) -> dict[str, Any]:
+def _operation(view: Callable[..., Any]) -> dict[str, Any]:
     policy = getattr(view, "access_policy", None)
     doc: ApiDoc = getattr(view, "api_doc", ApiDoc(None, None, None, 200))
     summary, _, description = (inspect.getdoc(view) or "").partition("\n")
@@ -130,7 +130,7 @@ def build_openapi(
     )
     for path, methods, view in sorted(rules, key=lambda rule: rule[0]):
         openapi_path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", path)
-        operations = {m.lower(): _operation(view, spec) for m in sorted(methods)}
+        operations = {m.lower(): _operation(view) for m in sorted(methods)}
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in re.findall(r"{([a-z_]+)}", openapi_path)

@@ -17,7 +17,6 @@ from service.models.audit import AuditEntry, AuditRef
 from service.models.household import Involvement
 
 HOUSEHOLD = "household"
-UNUSUAL_FLAGS = ("no_involvement", "emergency", "bulk_browsing")
 
 
 @dataclass(frozen=True)

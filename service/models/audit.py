@@ -10,7 +10,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.database import Base
 
-AUDITED_KINDS = ("entry", "archive")
 # 64-bit on PostgreSQL (years of busy logging); SQLite needs INTEGER for its rowid alias.
 SequenceNumber = BigInteger().with_variant(Integer(), "sqlite")
 
