@@ -35,8 +35,9 @@ from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.engine import make_url
 
 from service import create_app, migrate
+from service.audit.append import HEAD_ID
 from service.audit.chain import GENESIS_HASH, canonical_json, format_timestamp, link_hash
-from service.audit.log import HEAD_ID, verify_log
+from service.audit.verification import verify_log
 from service.database import db
 from service.models.audit import AuditHead
 

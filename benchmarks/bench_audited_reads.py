@@ -46,7 +46,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from service import agencies as use_cases
-from service import create_app, migrate
+from service import clients, create_app, migrate
 from service.database import db
 from service.oauth.scopes import ALL_SCOPES
 
@@ -120,7 +120,7 @@ def seed(url: str, data_dir: Path, agencies: int) -> str:
                     contact,
                 )
             db.session.commit()
-            issued = use_cases.add_client("agency-01", "Benchmark case system", list(ALL_SCOPES))
+            issued = clients.add_client("agency-01", "Benchmark case system", list(ALL_SCOPES))
             db.session.commit()
             client_id, secret = issued.client.client_id, issued.secret
         basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()

@@ -1,12 +1,14 @@
 """Schemas of the auditors' API."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 from marshmallow import fields, validate
 
 from schemas.base import StrictSchema
+from service.audit.chain import CHAINED_FIELD_TYPES
+from service.audit.entry import OUTCOMES
 
-OUTCOMES = ("allowed", "denied", "failed")
 IN_RANGE = validate.Range(
     min=datetime(2000, 1, 1, tzinfo=UTC), max=datetime(9000, 1, 1, tzinfo=UTC),
     error="Must be between 2000 and 9000.",
@@ -41,22 +43,23 @@ class ExportQuerySchema(EventQuerySchema):
     limit = fields.Integer(load_default=10_000, validate=validate.Range(min=1, max=10_000))
 
 
-class EventSchema(StrictSchema):
-    seq = fields.Integer(required=True)
-    occurred_at = fields.String(required=True)
-    action = fields.String(required=True)
-    outcome = fields.String(required=True)
-    status = fields.Integer(required=True)
-    agency_id = fields.String(allow_none=True)
-    client_id = fields.String(allow_none=True)
-    practitioner = fields.String(allow_none=True)
-    purpose = fields.String(allow_none=True)
-    request_id = fields.String(allow_none=True)
-    source_address = fields.String(allow_none=True)
-    targets = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
-    returned = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
-    hash = fields.String(required=True)
-    flags = fields.List(fields.String(), required=True)
+def _event_field(json_type: str) -> fields.Field[Any]:
+    if json_type == "int":
+        return fields.Integer(required=True)
+    if json_type == "ids":
+        return fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True)
+    return fields.String(required=True, allow_none=json_type == "str|null")
+
+
+# An audit entry as auditors see it, derived from the one definition of an entry's fields.
+EventSchema = StrictSchema.from_dict(
+    {
+        **{name: _event_field(CHAINED_FIELD_TYPES[name]) for name in CHAINED_FIELD_TYPES},
+        "hash": fields.String(required=True, metadata={"description": "SHA-256, hex"}),
+        "flags": fields.List(fields.String(), required=True),
+    },
+    name="EventSchema",
+)
 
 
 class EventPageSchema(StrictSchema):

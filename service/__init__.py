@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, appcontext_popped, appcontext_pushed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.config import ConfigError, load_config, production_problems
@@ -13,8 +13,8 @@ from service.config import ConfigError, load_config, production_problems
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Create the application from defaults, ``ALERTSHARE_*`` environment and ``config``."""
-    from service import keys, logs, oauth, problems
-    from service.api import access, audit_routes, auditing, oauth_routes, ops, v1
+    from service import logs, oauth
+    from service.api import access, ops, problems, recording, request_log, tokens, v1
     from service.database import db, engine_options
 
     settings = load_config(config)
@@ -36,23 +36,39 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)  # type: ignore[method-assign]
 
     logs.configure_logging(settings["LOG_LEVEL"])
-    keys.init_app(app)
+    _bind_keys(app)
     db.init_app(app)
-    logs.init_app(app)
-    auditing.init_app(app)
+    # Hooks run in this order before a view; after it, in reverse: the unit of work closes
+    # before the request is logged, so the log line shows the final status.
+    request_log.init_app(app)
+    recording.init_app(app)
+    app.before_request(access.authorize)
     oauth.init_app(app)
     problems.register_problem_handlers(app)
-    app.before_request(access.enforce_declared_policy)
-    app.before_request(access.refuse_foreign_ids)
     app.register_blueprint(ops.bp)
-    app.register_blueprint(oauth_routes.bp)
+    app.register_blueprint(tokens.bp)
     app.register_blueprint(v1.bp)
-    app.register_blueprint(audit_routes.bp)
 
     if settings["ENV"] == "production":
         with app.app_context():
             _refuse_unsafe_database()
     return app
+
+
+def _bind_keys(app: Flask) -> None:
+    """Load the app's keys once; bind them whenever one of its app contexts is pushed."""
+    from service.keys import bind_keys, load_keys, unbind_keys
+
+    keys = load_keys(app.config)
+
+    def pushed(sender: Flask, **extra: Any) -> None:
+        bind_keys(keys)
+
+    def popped(sender: Flask, **extra: Any) -> None:
+        unbind_keys()
+
+    appcontext_pushed.connect(pushed, app, weak=False)
+    appcontext_popped.connect(popped, app, weak=False)
 
 
 def _refuse_unsafe_database() -> None:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from service import agencies
+from service import agencies, clients
 from service.database import db
+from service.models.agency import Agency
 from service.models.oauth import OAuthClient
 from service.oauth.scopes import API_SCOPES
 
@@ -39,7 +40,7 @@ def seed_demo() -> list[DemoCredentials]:
     """Create the demo agencies and clients (once) and return fresh secrets for them."""
     credentials = []
     for slug, name, agency_type, duty_contact in DEMO_AGENCIES:
-        if db.session.get(agencies.Agency, slug) is None:
+        if db.session.get(Agency, slug) is None:
             agencies.add_agency(slug, name, agency_type, duty_contact)
         client = db.session.scalar(
             select(OAuthClient).where(
@@ -47,10 +48,10 @@ def seed_demo() -> list[DemoCredentials]:
             )
         )
         if client is None:
-            issued = agencies.add_client(slug, DEMO_CLIENT_NAME, list(API_SCOPES))
+            issued = clients.add_client(slug, DEMO_CLIENT_NAME, list(API_SCOPES))
         else:
             # Secrets are stored hashed, so a rerun can only show new ones.
-            issued = agencies.rotate_client_secret(client.client_id)
+            issued = clients.rotate_client_secret(client.client_id)
         assert issued.secret is not None
         credentials.append(DemoCredentials(slug, issued.client.client_id, issued.secret))
     db.session.commit()

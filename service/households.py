@@ -1,4 +1,4 @@
-"""Use cases for households, their members and agency involvements (storage and look-ups)."""
+"""Use cases for households and their members (storage and look-ups)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from service.crypto.normalise import (
 from service.database import db
 from service.errors import InvalidInput
 from service.keys import active_keys
-from service.models.household import PERSON_ROLES, Household, Involvement, Person
+from service.models.household import PERSON_ROLES, Household, Person
 
 
 def _checked(
@@ -89,26 +89,6 @@ def add_member(
     )
     db.session.add(person)
     return person
-
-
-def register_involvement(
-    household: Household,
-    agency_id: str,
-    *,
-    case_reference: str,
-    lead_practitioner: str | None = None,
-    contact_route: str | None = None,
-) -> Involvement:
-    """Record that ``agency_id`` is working with ``household``."""
-    involvement = Involvement(
-        household_id=household.id,
-        agency_id=agency_id,
-        case_reference=case_reference,
-        lead_practitioner=lead_practitioner,
-        contact_route=contact_route,
-    )
-    db.session.add(involvement)
-    return involvement
 
 
 def find_households_by_uprn(uprn: str) -> list[Household]:

@@ -1,13 +1,20 @@
-"""The app's key material: loaded once at start-up, then handed to records and indexes."""
+"""The key material records and look-ups use: loaded once per app, bound while it runs.
+
+Models and use cases call ``active_keys()``; it answers with the keys bound in the current
+context, not through Flask, so a worker or a CLI command uses the same code path as a request.
+``create_app`` binds an app's keys for as long as one of its app contexts is pushed;
+``keys_in_use`` binds them explicitly.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from flask import Flask, current_app
 
 from service.config import ConfigError
 from service.crypto import (
@@ -23,7 +30,6 @@ from service.crypto import (
 )
 
 log = logging.getLogger(__name__)
-EXTENSION = "alertshare.keys"
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class Keys:
     indexer: BlindIndexer
 
 
-def load_keys(config: dict[str, Any]) -> Keys:
+def load_keys(config: Mapping[str, Any]) -> Keys:
     """Load the key ring named by ``config``; development mode creates one on first use."""
     try:
         if config.get("KEYRING_JSON"):
@@ -56,12 +62,33 @@ def load_keys(config: dict[str, Any]) -> Keys:
     return Keys(keyring, LocalKeyProvider(keyring), BlindIndexer(keyring.index_root_key))
 
 
-def init_app(app: Flask) -> None:
-    """Load the key ring once for ``app``."""
-    app.extensions[EXTENSION] = load_keys(app.config)
+# A stack, so that one app's context pushed inside another's gives the outer keys back on pop.
+_bound: ContextVar[tuple[Keys, ...]] = ContextVar("alertshare_keys", default=())
+
+
+def bind_keys(keys: Keys) -> None:
+    """Make ``keys`` the active keys until the matching ``unbind_keys``."""
+    _bound.set((*_bound.get(), keys))
+
+
+def unbind_keys() -> None:
+    """Return to the keys bound before the last ``bind_keys``."""
+    _bound.set(_bound.get()[:-1])
+
+
+@contextmanager
+def keys_in_use(keys: Keys) -> Iterator[Keys]:
+    """Bind ``keys`` for the duration of the block."""
+    bind_keys(keys)
+    try:
+        yield keys
+    finally:
+        unbind_keys()
 
 
 def active_keys() -> Keys:
-    """Return the current app's keys."""
-    keys: Keys = current_app.extensions[EXTENSION]
-    return keys
+    """Return the keys bound in this context; raise if none are."""
+    bound = _bound.get()
+    if not bound:
+        raise RuntimeError("no keys are bound: push an app context or use keys_in_use()")
+    return bound[-1]

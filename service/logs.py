@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
-import time
-import uuid
 from typing import Any
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import g, has_request_context
 
-REQUEST_ID_HEADER = "X-Request-Id"
-_REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Only these extra attributes reach the log line: an allow-list keeps stray data out.
 _EXTRA_FIELDS = ("method", "path", "status", "duration_ms", "agency", "client", "error_type")
 
@@ -58,33 +53,3 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-
-
-request_log = logging.getLogger("service.request")
-
-
-def init_app(app: Flask) -> None:
-    """Give every request an id (accepted from the caller or generated) and log its outcome."""
-
-    @app.before_request
-    def _assign_request_id() -> None:
-        supplied = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = supplied if _REQUEST_ID_PATTERN.fullmatch(supplied) else uuid.uuid4().hex
-        g.started = time.perf_counter()
-
-    @app.after_request
-    def _finish(response: Response) -> Response:
-        response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
-        response.headers["Cache-Control"] = "no-store"
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        # The path only: query strings are never logged.
-        request_log.info(
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - g.get("started", 0.0)) * 1000, 1),
-            },
-        )
-        return response

@@ -7,7 +7,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from flask import Flask
@@ -66,8 +66,14 @@ def database_url(template_database: str, tmp_path: Path) -> Iterator[str]:
         admin.dispose()
 
 
+class MakeApp(Protocol):
+    """Build an app on this test's database, with configuration overrides."""
+
+    def __call__(self, **overrides: Any) -> Flask: ...
+
+
 @pytest.fixture
-def make_app(database_url: str, tmp_path: Path) -> Iterator[Any]:
+def make_app(database_url: str, tmp_path: Path) -> Iterator[MakeApp]:
     """Return a factory of apps on this test's database; engines are disposed afterwards."""
     apps: list[Flask] = []
 
@@ -86,8 +92,8 @@ def make_app(database_url: str, tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def app(make_app: Any) -> Flask:
-    return make_app()  # type: ignore[no-any-return]
+def app(make_app: MakeApp) -> Flask:
+    return make_app()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from service import agencies
+from service import agencies, clients
 from service.database import db
 from service.oauth.scopes import API_SCOPES
 
@@ -61,7 +61,7 @@ def create_client(
         else None
     )
     with app.app_context():
-        issued = agencies.add_client(
+        issued = clients.add_client(
             agency_id,
             "Test case system",
             list(scopes),

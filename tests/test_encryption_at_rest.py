@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import inspect, select, update
 from sqlalchemy.engine import make_url
 
-from service import households, key_rotation
+from service import households, involvements, key_rotation
 from service.crypto import DecryptionError
 from service.database import db
 from service.models import Agency, Household, Involvement, Person
@@ -58,7 +58,7 @@ def _plant_everything(app: Flask) -> None:
             nhs_number=PLANTED["nhs_number"],
             relationship=PLANTED["relationship"],
         )
-        households.register_involvement(
+        involvements.register_involvement(
             household,
             agency,
             case_reference=PLANTED["case_reference"],

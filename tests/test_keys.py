@@ -12,11 +12,12 @@ from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy import select
 
-from service import ConfigError, create_app, households
+from service import ConfigError, create_app, households, involvements
 from service.cli import main
 from service.crypto import generate_keyring, keyring_to_json, save_keyring
 from service.database import db
 from service.models import Agency, Household, Involvement, Person
+from tests.conftest import MakeApp
 from tests.factories import create_agency
 
 PRODUCTION = {
@@ -65,9 +66,9 @@ def test_production_refuses_missing_or_development_key_ring(tmp_path: Path) -> N
         create_app({**PRODUCTION, "KEYRING": str(dev)})
 
 
-def test_key_ring_from_environment_json(make_app: object) -> None:
+def test_key_ring_from_environment_json(make_app: MakeApp) -> None:
     keyring = generate_keyring()
-    app = make_app(KEYRING_JSON=keyring_to_json(keyring))  # type: ignore[operator]
+    app = make_app(KEYRING_JSON=keyring_to_json(keyring))
     agency = create_agency(app, duty_contact="01632 960000")
     with app.app_context():
         assert db.session.get(Agency, agency).duty_contact == "01632 960000"  # type: ignore[union-attr]
@@ -86,7 +87,7 @@ def _plant(app: Flask, count: int = 3) -> list[str]:
                 family_name="Rotate",
                 date_of_birth=date(2015, 1, n + 1),
             )
-            households.register_involvement(household, agency, case_reference=f"REF-{n}")
+            involvements.register_involvement(household, agency, case_reference=f"REF-{n}")
             ids.append(household.id)
         db.session.commit()
     return ids
@@ -102,8 +103,8 @@ def _all_open(app: Flask) -> None:
             assert household.uprn is not None
 
 
-def test_rotate_rewrap_retire(cli: CliRunner, make_app: object, tmp_path: Path) -> None:
-    app = make_app()  # type: ignore[operator]
+def test_rotate_rewrap_retire(cli: CliRunner, make_app: MakeApp, tmp_path: Path) -> None:
+    app = make_app()
     _plant(app)
     _run(cli, "keys", "rotate")
     status = _run(cli, "keys", "status")
@@ -117,12 +118,12 @@ def test_rotate_rewrap_retire(cli: CliRunner, make_app: object, tmp_path: Path) 
     assert "re-wrapped 0 records" in _run(cli, "keys", "rewrap")
     _run(cli, "keys", "retire", "1")
     assert json.loads((tmp_path / "keyring.json").read_text())["keks"].keys() == {"2"}
-    _all_open(make_app())  # type: ignore[operator]
+    _all_open(make_app())
     keyring_text = (tmp_path / "keyring.json").read_text()
     for secret in json.loads(keyring_text)["keks"].values():
         assert secret not in status and secret not in out
 
 
-def test_active_key_cannot_be_retired(cli: CliRunner, make_app: object) -> None:
-    make_app()  # type: ignore[operator]
+def test_active_key_cannot_be_retired(cli: CliRunner, make_app: MakeApp) -> None:
+    make_app()
     assert "active" in _run(cli, "keys", "retire", "1", ok=False)

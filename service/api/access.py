@@ -1,16 +1,21 @@
-"""Route access policies: every view declares one, and nothing runs without it."""
+"""Route access policies: every view declares one, and nothing runs without it.
+
+One hook (``authorize``) enforces them before any view runs: the bearer token, the route's
+scopes, the acting context, then the path ids. A valid token identifies its client even when
+the request then fails (an unknown route, a wrong method), so the audit entry names it.
+"""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6750 import InsufficientScopeError
 from flask import current_app, g, request
 
-from service.audit.request import current_entry
+from service.api.problems import Problem
 from service.context import (
     RECORD_ID_PATTERN,
     Caller,
@@ -18,8 +23,8 @@ from service.context import (
     purpose_errors,
     recordable_address,
 )
-from service.oauth import require_oauth
-from service.problems import Problem
+from service.models.oauth import OAuthToken
+from service.oauth import identify, require_oauth
 
 PRACTITIONER_HEADER = "X-Acting-Practitioner"
 PURPOSE_HEADER = "X-Purpose-Of-Use"
@@ -42,14 +47,17 @@ def policy_of(view: Callable[..., Any]) -> AccessPolicy | None:
     return getattr(view, "access_policy", None)
 
 
-def public(action: str | None = None) -> Callable[[View], View]:
-    """Declare a route open to anyone (health, metadata, token endpoints, API description)."""
-
+def _declare(policy: AccessPolicy) -> Callable[[View], View]:
     def decorate(view: View) -> View:
-        view.access_policy = AccessPolicy(public=True, action=action)  # type: ignore[attr-defined]
+        view.access_policy = policy  # type: ignore[attr-defined]
         return view
 
     return decorate
+
+
+def public(action: str | None = None) -> Callable[[View], View]:
+    """Declare a route open to anyone (health, metadata, token endpoints, API description)."""
+    return _declare(AccessPolicy(public=True, action=action))
 
 
 def protected(*scopes: str, action: str, acting_context: bool = True) -> Callable[[View], View]:
@@ -60,26 +68,44 @@ def protected(*scopes: str, action: str, acting_context: bool = True) -> Callabl
     """
     if not scopes:
         raise ValueError("a protected route must name at least one scope")
-    policy = AccessPolicy(public=False, scopes=scopes, acting_context=acting_context, action=action)
-
-    def decorate(view: View) -> View:
-        @functools.wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            g.caller = authenticate(policy)
-            return view(*args, **kwargs)
-
-        wrapper.access_policy = policy  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
+    return _declare(
+        AccessPolicy(public=False, scopes=scopes, acting_context=acting_context, action=action)
+    )
 
 
-def authenticate(policy: AccessPolicy) -> Caller:
-    """Check the bearer token and acting context against ``policy``; return the caller."""
-    token = require_oauth.acquire_token()  # any live token; scopes are checked below
-    # From here on a refusal is attributable: the audit entry names the agency and client.
-    entry = current_entry()
-    entry.agency_id, entry.client_id = token.agency_id, token.client.client_id
+def authorize() -> None:
+    """Enforce the routed view's policy before it runs (deny by default)."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    policy = policy_of(view) if view is not None else None
+    if policy is None or not policy.public:
+        token = _bearer_token(required=policy is not None)
+        if view is None:
+            return  # unrouted: routing answers 404 or 405 next, attributed to the token's client
+        if policy is None:
+            raise Problem(
+                403, "no-access-policy", "Forbidden", "This route declares no access policy."
+            )
+        assert token is not None
+        g.caller = authenticate(policy, token)
+    _refuse_foreign_ids()
+
+
+def _bearer_token(required: bool) -> OAuthToken | None:
+    """Return the request's live bearer token and identify its client; None if it has none."""
+    if not required and not request.headers.get("Authorization", "").startswith("Bearer "):
+        return None
+    try:
+        token: OAuthToken = require_oauth.acquire_token()  # any live token; scopes come later
+    except OAuth2Error:
+        if required:
+            raise
+        return None
+    identify(token.client)
+    return token
+
+
+def authenticate(policy: AccessPolicy, token: OAuthToken) -> Caller:
+    """Check the token's scopes and the acting context against ``policy``; return the caller."""
     if not set(policy.scopes) & set(token.scope.split()):
         error = InsufficientScopeError()
         error.required_scope = " or ".join(policy.scopes)
@@ -116,20 +142,12 @@ def authenticate(policy: AccessPolicy) -> Caller:
 
 def current_caller() -> Caller:
     """Return the caller authenticated for this request."""
-    return g.caller  # type: ignore[no-any-return]
+    caller: Caller = g.caller
+    return caller
 
 
-def refuse_foreign_ids() -> None:
+def _refuse_foreign_ids() -> None:
     """Answer 404 for a path id that cannot be one of ours (before it reaches a query)."""
     for name, value in (request.view_args or {}).items():
         if name.endswith("_id") and not RECORD_ID_PATTERN.fullmatch(str(value)):
             raise Problem(404, "not-found", "Not found", f"No such {name.removesuffix('_id')}.")
-
-
-def enforce_declared_policy() -> None:
-    """Refuse any request routed to a view that declared no access policy (deny by default)."""
-    if request.endpoint is None:
-        return
-    view = current_app.view_functions.get(request.endpoint)
-    if view is None or policy_of(view) is None:
-        raise Problem(403, "no-access-policy", "Forbidden", "This route declares no access policy.")

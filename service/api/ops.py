@@ -7,8 +7,8 @@ from typing import Any
 from flask import Blueprint
 
 from service.api.access import public
+from service.api.problems import Problem
 from service.migrate import schema_is_current
-from service.problems import Problem
 
 bp = Blueprint("ops", __name__)
 

@@ -2,12 +2,10 @@
 
 Canonical form (normative: an auditor can re-implement exactly this in any language)
 -------------------------------------------------------------------------------------
-An entry is a JSON object with exactly these 14 keys (``CHAINED_FIELDS``), no more, no fewer:
-
-    action str | agency_id str|null | client_id str|null | kind str ("entry" or "archive")
-    occurred_at str, UTC "YYYY-MM-DDTHH:MM:SS.ffffffZ" | outcome str | practitioner str|null
-    purpose str|null | request_id str|null | returned object | seq integer
-    source_address str|null | status integer | targets object
+An entry is a JSON object with exactly the 14 keys of ``CHAINED_FIELD_TYPES`` (below, with
+their types), no more, no fewer. This mapping is the one definition of an audit entry: the
+stored model, the pending entry, the append statement, verification, exports and the auditors'
+API are all derived from it.
 
 ``targets`` and ``returned`` map str -> array of str (either may be ``{}``).
 ``canonical_bytes`` serialises that object as follows:
@@ -40,11 +38,17 @@ if TYPE_CHECKING:
     from service.audit.checkpoint import Checkpoint
 
 GENESIS_HASH: bytes = bytes(32)
+# Each chained field and its JSON type; "ids" maps str -> array of str.
+CHAINED_FIELD_TYPES: dict[str, str] = {
+    "action": "str", "agency_id": "str|null", "client_id": "str|null",
+    "kind": "str",  # "entry" or "archive"
+    "occurred_at": "str",  # UTC "YYYY-MM-DDTHH:MM:SS.ffffffZ"
+    "outcome": "str", "practitioner": "str|null", "purpose": "str|null",
+    "request_id": "str|null", "returned": "ids", "seq": "int", "source_address": "str|null",
+    "status": "int", "targets": "ids",
+}  # fmt: skip
 # Sorted, so a row in this order is already in canonical key order (see _encode).
-CHAINED_FIELDS: tuple[str, ...] = (
-    "action", "agency_id", "client_id", "kind", "occurred_at", "outcome", "practitioner",
-    "purpose", "request_id", "returned", "seq", "source_address", "status", "targets",
-)  # fmt: skip
+CHAINED_FIELDS: tuple[str, ...] = tuple(sorted(CHAINED_FIELD_TYPES))
 # verify_chain's row shape: the CHAINED_FIELDS values in order, then prev_hash, then hash.
 ROW_FIELDS: tuple[str, ...] = (*CHAINED_FIELDS, "prev_hash", "hash")
 _WIDTH = len(ROW_FIELDS)
@@ -95,18 +99,30 @@ def _ids(value: Any) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+def _nullable(value: Any) -> str:
+    return "null" if value is None else _esc(value)
+
+
+def _integer(value: Any) -> str:
+    if value.__class__ is not int:  # bool would encode as true
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return str(value)
+
+
+# One encoder per chained field, in CHAINED_FIELDS order, chosen by its declared type; _esc
+# raises TypeError for a non-str, which validates too.
+_ENCODERS = tuple(
+    {"str": _esc, "str|null": _nullable, "int": _integer, "ids": _ids}[CHAINED_FIELD_TYPES[name]]
+    for name in CHAINED_FIELDS
+)
+
+
 def _encode(r: Sequence[Any]) -> bytes:
-    # Positions follow CHAINED_FIELDS; _esc raises TypeError for non-str, which validates too.
-    if r[10].__class__ is not int or r[12].__class__ is not int:  # bool would encode as true
-        raise ValueError("malformed entry: seq and status must be integers")
+    # r holds the CHAINED_FIELDS values in order (a verify row has prev_hash and hash after them).
     try:
-        text = _TEMPLATE % (
-            _esc(r[0]), "null" if r[1] is None else _esc(r[1]),
-            "null" if r[2] is None else _esc(r[2]), _esc(r[3]), _esc(r[4]), _esc(r[5]),
-            "null" if r[6] is None else _esc(r[6]), "null" if r[7] is None else _esc(r[7]),
-            "null" if r[8] is None else _esc(r[8]), _ids(r[9]), str(r[10]),
-            "null" if r[11] is None else _esc(r[11]), str(r[12]), _ids(r[13]),
-        )  # fmt: skip
+        text = _TEMPLATE % tuple(
+            [encode(value) for encode, value in zip(_ENCODERS, r, strict=False)]
+        )
     except TypeError as exc:
         raise ValueError(f"malformed entry: {exc}") from exc
     return text.encode("ascii")

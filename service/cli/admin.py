@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from service import agencies, migrate
+from service import agencies, clients, migrate
 from service.cli import in_app, main
+from service.models.agency import AGENCY_TYPES
 from service.oauth.scopes import ALL_SCOPES
 
 
@@ -54,7 +55,7 @@ def agency_group() -> None:
 @agency_group.command("add")
 @click.argument("slug")
 @click.option("--name", required=True)
-@click.option("--type", "agency_type", required=True, type=click.Choice(agencies.AGENCY_TYPES))
+@click.option("--type", "agency_type", required=True, type=click.Choice(AGENCY_TYPES))
 @click.option("--duty-contact", required=True, help="Duty desk phone or address to call.")
 @in_app(commit=True)
 def agency_add(slug: str, name: str, agency_type: str, duty_contact: str) -> None:
@@ -96,7 +97,7 @@ def client_group() -> None:
 def client_add(agency: str, name: str, scopes: tuple[str, ...], jwks: Any) -> None:
     """Add an OAuth client to AGENCY; a secret is printed once."""
     method = "private_key_jwt" if jwks else "client_secret_basic"
-    issued = agencies.add_client(
+    issued = clients.add_client(
         agency, name, list(scopes), method, json.load(jwks) if jwks else None
     )
     click.echo(f"client_id: {issued.client.client_id}")
@@ -109,7 +110,7 @@ def client_add(agency: str, name: str, scopes: tuple[str, ...], jwks: Any) -> No
 @in_app()
 def client_list(agency: str | None) -> None:
     """List OAuth clients."""
-    for client in agencies.list_clients(agency):
+    for client in clients.list_clients(agency):
         state = "revoked" if client.revoked_at else "active"
         click.echo(f"{client.client_id}\t{client.auth_method}\t{state}\t{client.allowed_scopes}")
 
@@ -119,7 +120,7 @@ def client_list(agency: str | None) -> None:
 @in_app(commit=True)
 def client_revoke(client_id: str) -> None:
     """Revoke CLIENT_ID and every token it holds."""
-    agencies.revoke_client(client_id)
+    clients.revoke_client(client_id)
     click.echo(f"revoked {client_id}")
 
 
@@ -128,5 +129,5 @@ def client_revoke(client_id: str) -> None:
 @in_app(commit=True)
 def client_rotate_secret(client_id: str) -> None:
     """Give CLIENT_ID a new secret; the old one stops working."""
-    issued = agencies.rotate_client_secret(client_id)
+    issued = clients.rotate_client_secret(client_id)
     click.echo(f"client_secret: {issued.secret}  (shown once; stored hashed)")

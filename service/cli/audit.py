@@ -9,16 +9,16 @@ from pathlib import Path
 
 import click
 
+from service.audit.append import current_head_seq
 from service.audit.checkpoint import (
     Checkpoint,
     CheckpointError,
     public_key_from_private,
     verify_checkpoint_signature,
 )
-from service.audit.log import (
-    archive_through,
+from service.audit.retention import archive_through
+from service.audit.verification import (
     create_checkpoint,
-    current_head_seq,
     verify_log,
     verify_with_stored_checkpoints,
 )

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service.audit.chain import CHAINED_FIELDS
 from service.database import Base
 
 # 64-bit on PostgreSQL (years of busy logging); SQLite needs INTEGER for its rowid alias.
@@ -43,14 +44,24 @@ class AuditEntry(Base):
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
     def chained_fields(self) -> dict[str, Any]:
-        return {
-            "action": self.action, "agency_id": self.agency_id, "client_id": self.client_id,
-            "kind": self.kind, "occurred_at": self.occurred_at, "outcome": self.outcome,
-            "practitioner": self.practitioner, "purpose": self.purpose,
-            "request_id": self.request_id, "returned": json.loads(self.returned),
-            "seq": self.seq, "source_address": self.source_address, "status": self.status,
-            "targets": json.loads(self.targets),
-        }  # fmt: skip
+        """Return the hash-chained fields as stored (id maps as their canonical JSON text)."""
+        return {name: getattr(self, name) for name in CHAINED_FIELDS}
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the hash-chained fields as JSON values (id maps decoded)."""
+        fields = self.chained_fields()
+        fields["targets"], fields["returned"] = json.loads(self.targets), json.loads(self.returned)
+        return fields
+
+    def names(self, ref_type: str) -> set[str]:
+        """Return the ids of ``ref_type`` this entry names (from its chained fields only)."""
+        targets, returned = json.loads(self.targets), json.loads(self.returned)
+        return set(targets.get(ref_type, [])) | set(returned.get(ref_type, []))
+
+
+_missing = set(CHAINED_FIELDS) - set(AuditEntry.__table__.columns.keys())
+if _missing:
+    raise TypeError(f"audit_entry lacks chained fields {sorted(_missing)}")
 
 
 class AuditRef(Base):

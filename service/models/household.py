@@ -1,8 +1,9 @@
-"""Households, the people living in them, and the agencies involved with them."""
+"""Households and the people living in them (members)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import ForeignKey, LargeBinary, String, orm
 from sqlalchemy.orm import Mapped, mapped_column
@@ -10,6 +11,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from service.crypto import BlindIndexer
 from service.database import Base, UTCDateTime, utcnow
 from service.models.encrypted import EncryptedRecord, Personal, new_id
+
+if TYPE_CHECKING:
+    from service.models.involvement import Involvement
 
 PERSON_ROLES = ("adult", "child")
 BLIND_INDEX_BYTES = 16
@@ -79,24 +83,3 @@ class Person(EncryptedRecord, Base):
     relationship = Personal()
 
     household: Mapped[Household] = orm.relationship(back_populates="members")
-
-
-class Involvement(EncryptedRecord, Base):
-    """Agency X is working with this household: the subscription and the need-to-know test."""
-
-    __tablename__ = "involvement"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    household_id: Mapped[str] = mapped_column(ForeignKey("household.id"), index=True)
-    agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id"), index=True)
-    case_reference_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
-    lead_practitioner_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
-    contact_route_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
-
-    case_reference = Personal()
-    lead_practitioner = Personal()
-    contact_route = Personal()
-
-    household: Mapped[Household] = orm.relationship(back_populates="involvements")

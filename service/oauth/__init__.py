@@ -1,5 +1,21 @@
-"""OAuth 2.0: the authorization server, resource protection and scopes."""
+"""OAuth 2.0: the authorization server, resource protection and scopes (all of Authlib)."""
 
-from service.oauth.server import authorization_server, init_app, metadata, require_oauth
+from service.oauth.server import (
+    authorization_server,
+    identified_client,
+    identify,
+    init_app,
+    issuer_url,
+    metadata,
+    require_oauth,
+)
 
-__all__ = ["authorization_server", "init_app", "metadata", "require_oauth"]
+__all__ = [
+    "authorization_server",
+    "identified_client",
+    "identify",
+    "init_app",
+    "issuer_url",
+    "metadata",
+    "require_oauth",
+]

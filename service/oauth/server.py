@@ -15,12 +15,11 @@ from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g
 from joserfc.jwk import KeySet, KeySetSerialization
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from service.audit.request import current_entry
 from service.database import db, utcnow
 from service.models.oauth import OAuthClient, OAuthToken, UsedAssertion, hash_secret
 from service.oauth.scopes import ALL_SCOPES, TOKENS_INTROSPECT
@@ -39,8 +38,18 @@ def query_client(client_id: str) -> OAuthClient | None:
     if client is None or not client.is_active:
         return None
     # The audit entry names the client that tried, whether or not it then authenticates.
-    entry = current_entry()
-    entry.agency_id, entry.client_id = client.agency_id, client.client_id
+    identify(client)
+    return client
+
+
+def identify(client: OAuthClient) -> None:
+    """Remember which client this request comes from (authenticated, or trying to)."""
+    g.oauth_client = client
+
+
+def identified_client() -> OAuthClient | None:
+    """Return the client this request comes from, if one was identified."""
+    client: OAuthClient | None = g.get("oauth_client")
     return client
 
 
@@ -176,7 +185,7 @@ def issuer_url() -> str:
     which a caller controls and so must never decide which assertion audiences are accepted.
     """
     configured = current_app.config.get("ISSUER")
-    return str(configured or request.host_url).rstrip("/")
+    return str(configured or g.request_host_url).rstrip("/")
 
 
 def metadata() -> dict[str, Any]:

@@ -7,6 +7,7 @@ from flask.testing import FlaskClient
 
 from service.api.access import policy_of
 from service.oauth.scopes import AUDIT_READ, HOUSEHOLDS_READ
+from tests.conftest import MakeApp
 from tests.factories import bearer, create_client, get_token
 
 # The only routes anyone may call without a token.
@@ -17,7 +18,7 @@ PUBLIC_ENDPOINTS = {
     "oauth.introspect_token",
     "oauth.revoke_token",
     "oauth.server_metadata",
-    "api_v1.openapi_document",
+    "api_v1.openapi.openapi_document",
 }
 
 
@@ -47,8 +48,8 @@ def test_every_api_data_route_demands_acting_context(app: Flask) -> None:
             assert policy.scopes, rule.rule  # type: ignore[union-attr]
 
 
-def test_route_without_policy_is_refused_at_runtime(make_app: object) -> None:
-    app = make_app()  # type: ignore[operator]
+def test_route_without_policy_is_refused_at_runtime(make_app: MakeApp) -> None:
+    app = make_app()
     app.add_url_rule("/api/v1/forgotten", "forgotten", lambda: {"secret": "data"})
     response = app.test_client().get("/api/v1/forgotten")
     assert response.status_code == 403
@@ -69,10 +70,10 @@ def test_garbage_token_is_401(client: FlaskClient) -> None:
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
-def test_insufficient_scope_is_403_naming_the_scope(make_app: object) -> None:
+def test_insufficient_scope_is_403_naming_the_scope(make_app: MakeApp) -> None:
     from service.api.access import protected
 
-    app = make_app()  # type: ignore[operator]
+    app = make_app()
 
     @protected(AUDIT_READ, action="test:audit-only")
     def audit_only() -> dict[str, str]:

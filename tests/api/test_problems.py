@@ -12,6 +12,7 @@ from marshmallow import fields
 from schemas.base import StrictSchema
 from service.api.access import protected
 from service.oauth.scopes import WARNINGS_WRITE
+from tests.conftest import MakeApp
 from tests.factories import bearer, create_client, get_token
 
 
@@ -26,9 +27,9 @@ class _Body(StrictSchema):
 
 
 @pytest.fixture
-def probe_app(make_app: object) -> Flask:
+def probe_app(make_app: MakeApp) -> Flask:
     """An app with two extra protected routes: one validating a body, one crashing."""
-    app: Flask = make_app()  # type: ignore[operator]
+    app: Flask = make_app()
 
     @protected(WARNINGS_WRITE, action="test:validate")
     def validate() -> dict[str, object]:
@@ -100,8 +101,8 @@ def test_oversized_body_is_413(probe_app: Flask, token: str) -> None:
     _assert_problem(response, 413)
 
 
-def test_size_limit_is_configurable(make_app: object) -> None:
-    app = make_app(MAX_CONTENT_LENGTH=100)  # type: ignore[operator]
+def test_size_limit_is_configurable(make_app: MakeApp) -> None:
+    app = make_app(MAX_CONTENT_LENGTH=100)
     response = app.test_client().post("/oauth/token", data={"grant_type": "x" * 200})
     _assert_problem(response, 413)
 

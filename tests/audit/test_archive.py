@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from service.audit.chain import verify_chain
 from service.audit.checkpoint import public_key_from_private
-from service.audit.log import verify_log
+from service.audit.verification import verify_log
 from service.cli import main
 from service.database import db
 from service.keys import active_keys

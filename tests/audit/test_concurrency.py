@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from service import create_app
-from service.audit.log import verify_log
+from service.audit.verification import verify_log
 from tests.audit.helpers import audit_entries
 from tests.factories import ClientCredentials, bearer, create_client, get_token
 

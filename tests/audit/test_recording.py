@@ -7,11 +7,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
-from service.audit.log import verify_log
+from service.audit.verification import verify_log
 from service.database import db
 from service.models import OAuthToken
-from service.oauth.scopes import HOUSEHOLDS_READ
+from service.oauth.scopes import AUDIT_READ, HOUSEHOLDS_READ
 from tests.audit.helpers import audit_entries, last_entry
+from tests.conftest import MakeApp
 from tests.factories import basic_auth, bearer, create_agency, create_client, get_token
 
 
@@ -126,11 +127,26 @@ def test_no_personal_data_in_audit_table_or_log(
 
 
 @pytest.mark.parametrize("raw_id", ["h" * 65, "bad%00id", "with space"])
-def test_odd_path_ids_are_recorded_by_digest(app: Flask, client: FlaskClient, raw_id: str) -> None:
-    response = client.get(f"/api/v1/audit/households/{raw_id}/access-report")
-    assert response.status_code == 404  # not one of our ids, whoever asks
+@pytest.mark.parametrize(
+    ("scopes", "status"),
+    [(None, 401), ((HOUSEHOLDS_READ,), 403), ((AUDIT_READ,), 404)],
+    ids=["no-token", "token-without-scope", "token-with-scope"],
+)
+def test_odd_path_ids_are_recorded_by_digest(
+    app: Flask, client: FlaskClient, raw_id: str, scopes: tuple[str, ...] | None, status: int
+) -> None:
+    # The token and its scope are checked first; an id that cannot be ours is then a 404,
+    # before any query. Whoever asks, the entry names the id by its digest.
+    headers = {}
+    if scopes is not None:
+        creds = create_client(app, scopes=scopes)
+        headers = bearer(get_token(client, creds))
+    response = client.get(f"/api/v1/audit/households/{raw_id}/access-report", headers=headers)
+    assert response.status_code == status
     entry = last_entry(app)
-    assert entry["action"] == "audit:access-report"
+    assert (entry["action"], entry["status"]) == ("audit:access-report", status)
+    if scopes is not None:
+        assert (entry["agency_id"], entry["client_id"]) == (creds.agency_id, creds.client_id)
     (target,) = entry["targets"]["household"]
     assert target.startswith("sha256:") and len(target) == 39
 
@@ -190,9 +206,9 @@ def test_foreign_path_id_is_404_and_recorded(app: Flask, client: FlaskClient) ->
     [("203.0.113.9", "203.0.113.9"), ("x" * 100, None), ("1.2.3.4" + " " * 80, "1.2.3.4")],
 )
 def test_source_address_behind_a_proxy(
-    make_app: object, forwarded: str, recorded: str | None
+    make_app: MakeApp, forwarded: str, recorded: str | None
 ) -> None:
-    app = make_app(TRUSTED_PROXIES=1)  # type: ignore[operator]
+    app = make_app(TRUSTED_PROXIES=1)
     http = app.test_client()
     token = get_token(http, create_client(app))
     response = http.get("/api/v1/me", headers={**bearer(token), "X-Forwarded-For": forwarded})

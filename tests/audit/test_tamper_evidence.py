@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from service.audit.chain import link_hash
 from service.audit.checkpoint import Checkpoint
-from service.audit.log import create_checkpoint, verify_log
+from service.audit.verification import create_checkpoint, verify_log
 from service.cli import main
 from service.database import db
 from service.keys import active_keys

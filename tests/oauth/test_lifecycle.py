@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service import agencies
+from service import agencies, clients
 from service.database import db
 from service.oauth.scopes import ALL_SCOPES, HOUSEHOLDS_READ, TOKENS_INTROSPECT
 from tests.factories import (
@@ -108,7 +108,7 @@ def test_revoked_client_loses_access_at_once(app: Flask, client: FlaskClient) ->
     creds = create_client(app)
     token = get_token(client, creds)
     with app.app_context():
-        agencies.revoke_client(creds.client_id)
+        clients.revoke_client(creds.client_id)
         db.session.commit()
     assert client.get("/api/v1/me", headers=bearer(token)).status_code == 401
     assert request_token(client, creds).status_code == 401
@@ -117,7 +117,7 @@ def test_revoked_client_loses_access_at_once(app: Flask, client: FlaskClient) ->
 def test_rotated_secret_replaces_the_old(app: Flask, client: FlaskClient) -> None:
     creds = create_client(app)
     with app.app_context():
-        issued = agencies.rotate_client_secret(creds.client_id)
+        issued = clients.rotate_client_secret(creds.client_id)
         db.session.commit()
     assert request_token(client, creds).status_code == 401
     assert issued.secret

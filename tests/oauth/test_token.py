@@ -16,6 +16,7 @@ from sqlalchemy import select
 from service.database import db
 from service.models.oauth import OAuthClient, OAuthToken, hash_secret
 from service.oauth.scopes import AUDIT_READ, HOUSEHOLDS_READ, WARNINGS_WRITE
+from tests.conftest import MakeApp
 from tests.factories import (
     basic_auth,
     client_assertion,
@@ -40,8 +41,8 @@ def test_secret_client_gets_short_lived_token_with_all_its_scopes(
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_token_lifetime_is_configurable(make_app: object) -> None:
-    app = make_app(TOKEN_EXPIRES_IN=120)  # type: ignore[operator]
+def test_token_lifetime_is_configurable(make_app: MakeApp) -> None:
+    app = make_app(TOKEN_EXPIRES_IN=120)
     creds = create_client(app)
     body = request_token(app.test_client(), creds).get_json()
     assert body["expires_in"] == 120
@@ -190,8 +191,8 @@ def test_jwt_client_cannot_use_a_secret_and_vice_versa(app: Flask, client: Flask
     assert client.post("/oauth/token", data=form).get_json()["error"] == "invalid_client"
 
 
-def test_token_expiry_is_enforced(make_app: object) -> None:
-    app = make_app(TOKEN_EXPIRES_IN=1)  # type: ignore[operator]
+def test_token_expiry_is_enforced(make_app: MakeApp) -> None:
+    app = make_app(TOKEN_EXPIRES_IN=1)
     http = app.test_client()
     creds = create_client(app)
     token = get_token(http, creds)
@@ -213,8 +214,8 @@ def test_long_lived_assertion_is_refused(app: Flask, client: FlaskClient) -> Non
     assert client.post("/oauth/token", data=form).get_json()["error"] == "invalid_client"
 
 
-def test_configured_issuer_fixes_the_assertion_audience(make_app: object) -> None:
-    app = make_app(ISSUER="https://alertshare.example.org")  # type: ignore[operator]
+def test_configured_issuer_fixes_the_assertion_audience(make_app: MakeApp) -> None:
+    app = make_app(ISSUER="https://alertshare.example.org")
     http = app.test_client()
     creds = create_client(app, private_key_jwt=True)
     # An assertion for another server is refused even when the Host header claims to be it.

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -19,22 +15,20 @@ from schemas.audit import (
 )
 from schemas.openapi import documented
 from service.api.access import current_caller, protected
-from service.audit import queries
+from service.api.recording import current_entry
+from service.audit.access_report import access_report
 from service.audit.checkpoint import public_key_from_private
-from service.audit.log import verify_with_stored_checkpoints
-from service.audit.request import current_entry
+from service.audit.events import EventFilter, find_events
+from service.audit.export import FORMATS, event_document, export_lines
+from service.audit.unusual import Event
+from service.audit.verification import verify_with_stored_checkpoints
 from service.context import Caller
-from service.database import db
 from service.errors import NotFound
+from service.involvements import is_involved
 from service.keys import active_keys
-from service.models.household import Involvement
 from service.oauth.scopes import AUDIT_READ, AUDIT_READ_ALL
 
-bp = Blueprint("audit", __name__, url_prefix="/api/v1/audit")
-EXPORT_COLUMNS = (
-    "seq", "occurred_at", "action", "outcome", "status", "agency_id", "client_id",
-    "practitioner", "purpose", "request_id", "source_address", "targets", "returned", "flags",
-)  # fmt: skip
+bp = Blueprint("audit", __name__, url_prefix="/audit")
 
 
 def _viewer(caller: Caller) -> str | None:
@@ -42,18 +36,18 @@ def _viewer(caller: Caller) -> str | None:
     return None if caller.has_scope(AUDIT_READ_ALL) else caller.agency_id
 
 
-def _filters(args: dict[str, Any]) -> queries.EventFilter:
-    names = queries.EventFilter.__dataclass_fields__
-    return queries.EventFilter(**{k: v for k, v in args.items() if k in names})
+def _filters(args: dict[str, Any]) -> EventFilter:
+    names = EventFilter.__dataclass_fields__
+    return EventFilter(**{k: v for k, v in args.items() if k in names})
 
 
 def _bulk_threshold() -> int:
     return int(current_app.config["UNUSUAL_READS_PER_HOUR"])
 
 
-def _find_and_record(args: dict[str, Any]) -> tuple[list[queries.Event], int | None]:
+def _find_and_record(args: dict[str, Any]) -> tuple[list[Event], int | None]:
     """Find the caller's page of events and name them all in this request's audit entry."""
-    events, cursor = queries.find_events(
+    events, cursor = find_events(
         _filters(args), _viewer(current_caller()), before_seq=args.get("cursor"),
         limit=args["limit"], bulk_threshold=_bulk_threshold(),
     )  # fmt: skip
@@ -71,7 +65,7 @@ def list_events() -> dict[str, Any]:
     with; with audit:read:all, everything.
     """
     events, cursor = _find_and_record(EventQuerySchema().load(request.args))
-    return {"items": [e.as_dict() for e in events], "next_cursor": cursor}
+    return {"items": [event_document(e) for e in events], "next_cursor": cursor}
 
 
 @bp.get("/events/export")
@@ -86,26 +80,8 @@ def export_events() -> Response:
     args = ExportQuerySchema().load(request.args)
     # Read, and record as returned, within the audited transaction; only rendering streams.
     events, cursor = _find_and_record(args)
-    items = [event.as_dict() for event in events]  # before the commit expires the rows
-
-    def rows() -> Iterator[str]:
-        if args["format"] == "jsonl":
-            for item in items:
-                yield json.dumps(item) + "\n"
-            return
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(EXPORT_COLUMNS)
-        for item in items:
-            writer.writerow([json.dumps(item[c]) if isinstance(item[c], dict | list) else item[c]
-                             for c in EXPORT_COLUMNS])  # fmt: skip
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-        yield buffer.getvalue()
-
-    mimetype = "application/jsonl" if args["format"] == "jsonl" else "text/csv"
-    response = Response(rows(), mimetype=mimetype)
+    documents = [event_document(e) for e in events]  # before the commit expires the rows
+    response = Response(export_lines(documents, args["format"]), mimetype=FORMATS[args["format"]])
     response.headers["X-Total-Count"] = str(len(events))
     if cursor is not None:
         response.headers["X-Next-Cursor"] = str(cursor)
@@ -123,22 +99,11 @@ def household_access_report(household_id: str) -> dict[str, Any]:
     caller's agency must be (or have been) involved with the household.
     """
     caller = current_caller()
-    if _viewer(caller) is not None and not _ever_involved(caller.agency_id, household_id):
+    if _viewer(caller) is not None and not is_involved(caller.agency_id, household_id, ever=True):
         raise NotFound("No such household among those your agency works with.")
-    lines, seqs = queries.access_report(household_id, _bulk_threshold())
+    lines, seqs = access_report(household_id, _bulk_threshold())
     current_entry().returning("audit_entry", [str(seq) for seq in seqs])
     return {"household_id": household_id, "accessed_by": [line.as_dict() for line in lines]}
-
-
-def _ever_involved(agency_id: str, household_id: str) -> bool:
-    return (
-        db.session.query(
-            db.session.query(Involvement)
-            .filter_by(agency_id=agency_id, household_id=household_id)
-            .exists()
-        ).scalar()
-        is True
-    )
 
 
 @bp.get("/verify")

@@ -1,0 +1,46 @@
+"""Involvements: agency X is working with this household."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import ColumnElement, ForeignKey, LargeBinary, String, and_, or_, orm
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.database import Base, UTCDateTime, utcnow
+from service.models.encrypted import EncryptedRecord, Personal, new_id
+
+if TYPE_CHECKING:
+    from service.models.household import Household
+
+
+class Involvement(EncryptedRecord, Base):
+    """Agency X is working with this household: the subscription and the need-to-know test."""
+
+    __tablename__ = "involvement"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    household_id: Mapped[str] = mapped_column(ForeignKey("household.id"), index=True)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id"), index=True)
+    case_reference_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    lead_practitioner_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    contact_route_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    case_reference = Personal()
+    lead_practitioner = Personal()
+    contact_route = Personal()
+
+    household: Mapped[Household] = orm.relationship(back_populates="involvements")
+
+    # The rule's clock, stated twice side by side: on a loaded row, and as SQL.
+    def covers(self, moment: datetime) -> bool:
+        """Say whether the involvement had begun and not yet ended at ``moment``."""
+        return self.started_at <= moment and (self.ended_at is None or moment < self.ended_at)
+
+    @classmethod
+    def covering(cls, moment: datetime) -> ColumnElement[bool]:
+        """SQL: the involvement had begun and not yet ended at ``moment``."""
+        return and_(cls.started_at <= moment, or_(cls.ended_at.is_(None), cls.ended_at > moment))
