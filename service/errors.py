@@ -30,19 +30,7 @@ class NotFound(DomainError):
     title = "Not found"
 
 
-class Forbidden(DomainError):
-    status = 403
-    slug = "forbidden"
-    title = "Forbidden"
-
-
 class Conflict(DomainError):
     status = 409
     slug = "conflict"
     title = "Conflict"
-
-
-class ServiceUnavailable(DomainError):
-    status = 503
-    slug = "service-unavailable"
-    title = "Service unavailable"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from service.crypto import KeyProvider, rewrap_key
 from service.database import Base, db
 from service.models.encrypted import EncryptedRecord
+from service.unit_of_work import unit_of_work
 
 
 def encrypted_models() -> list[type[Any]]:
@@ -70,17 +71,15 @@ def _rewrap_batch(model: type[Any], provider: KeyProvider, batch_size: int) -> i
 def rewrap_all(
     provider: KeyProvider, batch_size: int = 500, on_batch: Callable[[int], None] | None = None
 ) -> int:
-    """Re-wrap every stale data key in committed batches; safe to stop and run again."""
+    """Re-wrap every stale data key, one unit of work per batch; safe to stop and run again."""
     done = 0
-    for count in _batches(provider, batch_size):
-        db.session.commit()
-        done += count
-        if on_batch:
-            on_batch(count)
-    return done
-
-
-def _batches(provider: KeyProvider, batch_size: int) -> Iterator[int]:
     for model in encrypted_models():
-        while count := _rewrap_batch(model, provider, batch_size):
-            yield count
+        while True:
+            with unit_of_work():
+                count = _rewrap_batch(model, provider, batch_size)
+            if not count:
+                break
+            done += count
+            if on_batch:
+                on_batch(count)
+    return done

@@ -6,6 +6,7 @@ import itertools
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,25 +46,50 @@ def template_database(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-@pytest.fixture
-def database_url(template_database: str, tmp_path: Path) -> Iterator[str]:
-    """Return the URL of a fresh migrated database for one test, dropped afterwards."""
+@contextmanager
+def fresh_database(template: str, workdir: Path) -> Iterator[str]:
+    """Copy the migrated template into a new database; yield its URL, then drop it."""
+    number = next(_counter)
     if not ON_POSTGRES:
-        path = tmp_path / "alertshare.db"
-        shutil.copy(template_database, path)
-        yield f"sqlite:///{path}"
+        path = workdir / f"alertshare-{number}.db"
+        shutil.copy(template, path)
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
     url = make_url(PG_URL)
-    name = f"{url.database}_t{os.getpid()}_{next(_counter)}"
+    name = f"{url.database}_t{os.getpid()}_{number}"
     admin = _admin_engine()
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{url.database}"'))
     try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{url.database}"'))
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def build_app(database_url: str, data_dir: Path, **overrides: Any) -> Flask:
+    """Create a test app on ``database_url``, keeping its key ring in ``data_dir``."""
+    config = {"DATA_DIR": str(data_dir), "DATABASE_URL": database_url, "TESTING": True}
+    return create_app({**config, **overrides})
+
+
+def dispose_app(app: Flask) -> None:
+    """Close the app's connections (a PostgreSQL database cannot be dropped while in use)."""
+    with app.app_context():
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+@pytest.fixture
+def database_url(template_database: str, tmp_path: Path) -> Iterator[str]:
+    """Return the URL of a fresh migrated database for one test, dropped afterwards."""
+    with fresh_database(template_database, tmp_path) as url:
+        yield url
 
 
 class MakeApp(Protocol):
@@ -78,17 +104,13 @@ def make_app(database_url: str, tmp_path: Path) -> Iterator[MakeApp]:
     apps: list[Flask] = []
 
     def factory(**overrides: Any) -> Flask:
-        config = {"DATA_DIR": str(tmp_path), "DATABASE_URL": database_url, "TESTING": True}
-        config.update(overrides)
-        app = create_app(config)
+        app = build_app(database_url, tmp_path, **overrides)
         apps.append(app)
         return app
 
     yield factory
     for app in apps:
-        with app.app_context():
-            for engine in db.engines.values():
-                engine.dispose()
+        dispose_app(app)
 
 
 @pytest.fixture

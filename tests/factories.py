@@ -7,6 +7,7 @@ import itertools
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import Flask
@@ -14,9 +15,10 @@ from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from service import agencies, clients
+from service import agencies, clients, households, involvements
 from service.database import db
 from service.oauth.scopes import API_SCOPES
+from service.unit_of_work import unit_of_work
 
 _sequence = itertools.count(1)
 ACTING = {"X-Acting-Practitioner": "sw-0042", "X-Purpose-Of-Use": "pre_visit"}
@@ -120,6 +122,41 @@ def get_token(client: FlaskClient, creds: ClientCredentials, scope: str | None =
     response = request_token(client, creds, scope)
     assert response.status_code == 200, response.get_json()
     return str(response.get_json()["access_token"])
+
+
+_addresses = itertools.count(1)
+
+
+def create_household(
+    app: Flask,
+    *,
+    created_by: str,
+    involved: tuple[str, ...] = (),
+    started_at: datetime | None = None,
+) -> str:
+    """Register a household and the agencies working with it (from ``started_at``, or now)."""
+    with app.app_context(), unit_of_work():
+        household = households.register_household(
+            created_by, postcode="SW1A 1AA", address_line1=f"{next(_addresses)} High Street"
+        )
+        for agency_id in involved:
+            involvement = involvements.register_involvement(
+                household, agency_id, case_reference="CASE-1"
+            )
+            if started_at is not None:
+                involvement.started_at = started_at
+        return household.id
+
+
+def auditor_headers(
+    token: str, *, practitioner: str = "auditor-1", purpose: str = "audit"
+) -> dict[str, str]:
+    """Headers of an auditor's request: the token and an acting context of purpose audit."""
+    return {
+        "Authorization": f"Bearer {token}",
+        "X-Acting-Practitioner": practitioner,
+        "X-Purpose-Of-Use": purpose,
+    }
 
 
 def bearer(token: str, acting: bool = True) -> dict[str, str]:

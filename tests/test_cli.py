@@ -127,3 +127,61 @@ def test_slug_long_enough_to_overflow_client_ids_is_refused(run: CliRunner) -> N
     _ok(run, "agency", "add", "a" * 47, "--name", "x", "--type", "health", "--duty-contact", "x")
     out = _ok(run, "client", "add", "a" * 47, "--name", "x", "--scope", "households:read")
     assert len(out.split("client_id: ")[1].split()[0]) == 64
+
+
+COMMANDS_NEEDING_A_DATABASE = [
+    ["agency", "list"],
+    ["client", "list"],
+    ["audit", "verify"],
+    ["audit", "checkpoint"],
+    ["keys", "status"],
+    ["db", "current"],
+    ["serve"],
+]
+
+
+@pytest.fixture
+def fresh_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory and no settings, as a new user has."""
+    for name in ("ALERTSHARE_DATABASE_URL", "ALERTSHARE_DATA_DIR", "ALERTSHARE_KEYRING"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("args", COMMANDS_NEEDING_A_DATABASE, ids=" ".join)
+def test_without_a_database_every_command_says_so_in_one_line(
+    fresh_directory: Path, args: list[str]
+) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1, result.output
+    assert "no database at" in result.output and "alertshare db upgrade" in result.output
+    assert list(fresh_directory.iterdir()) == []  # no stray data directory or key ring
+
+
+def test_an_unmigrated_database_is_named_in_one_line(fresh_directory: Path) -> None:
+    (fresh_directory / "alertshare-data").mkdir()
+    (fresh_directory / "alertshare-data" / "alertshare.db").touch()
+    result = CliRunner().invoke(main, ["agency", "list"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "not migrated (no schema)" in result.output
+    assert "alertshare db upgrade" in result.output
+
+
+def test_demo_then_other_commands_in_the_same_directory(fresh_directory: Path) -> None:
+    runner = CliRunner()
+    first = runner.invoke(main, ["demo", "--no-serve"])
+    assert first.exit_code == 0, first.output
+    assert "replaced" not in first.output
+    assert "kent-childrens-services\tchildren_social_care\tactive" in _ok(runner, "agency", "list")
+    assert '"ok": true' in _ok(runner, "audit", "verify")
+    clients = _ok(runner, "client", "list")
+    assert "\taudit:read:all" in clients  # the auditor's console
+    case_systems = [line for line in clients.splitlines() if "households:read" in line]
+    assert len(case_systems) == 2
+    assert all("audit:read:all" not in line and "audit:read" in line for line in case_systems)
+    again = runner.invoke(main, ["demo", "--no-serve"])
+    assert again.exit_code == 0, again.output
+    assert "secrets were replaced just now, and the old ones no longer work" in again.output
+    assert sorted(p.name for p in fresh_directory.iterdir()) == ["alertshare-data"]

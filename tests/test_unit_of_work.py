@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
+from sqlalchemy.orm import Session
 
 from service import agencies
 from service.api.access import protected, public
@@ -18,7 +19,7 @@ from service.oauth.scopes import HOUSEHOLDS_READ
 from service.unit_of_work import unit_of_work
 from tests.audit.helpers import audit_entries, last_entry
 from tests.conftest import MakeApp
-from tests.factories import bearer, create_client, get_token
+from tests.factories import basic_auth, bearer, create_client, get_token
 
 
 def _agency_exists(app: Flask, slug: str) -> bool:
@@ -132,3 +133,31 @@ def test_current_entry_outside_an_audited_request_raises(app: Flask) -> None:
         current_entry()
     with app.test_request_context("/healthz"), pytest.raises(RuntimeError):
         current_entry()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/api/v1/agencies", 200), ("GET", "/api/v1/me", 400), ("GET", "/api/v1/nowhere", 404),
+     ("POST", "/oauth/token", 200), ("GET", "/healthz", 200)],
+)  # fmt: skip
+def test_each_request_commits_exactly_once(app: Flask, method: str, path: str, status: int) -> None:
+    http = app.test_client()
+    creds = create_client(app)
+    token = get_token(http, creds)
+    commits: list[object] = []
+
+    def count(session: object) -> None:
+        commits.append(session)
+
+    headers = bearer(token) if status != 400 else bearer(token, acting=False)
+    kwargs: dict[str, Any] = {"headers": headers}
+    if path == "/oauth/token":
+        assert creds.secret
+        kwargs = {"data": {"grant_type": "client_credentials"},
+                  "headers": basic_auth(creds.client_id, creds.secret)}  # fmt: skip
+    event.listen(Session, "after_commit", count)
+    try:
+        assert http.open(path, method=method, **kwargs).status_code == status
+    finally:
+        event.remove(Session, "after_commit", count)
+    assert len(commits) == 1

@@ -125,11 +125,6 @@ class Checkpoint:
         return cls(**{name: document[name] for name in _DOC_KEYS - {"format"}})
 
 
-def generate_private_key() -> bytes:
-    """Return a new raw 32-byte Ed25519 private key."""
-    return Ed25519PrivateKey.generate().private_bytes_raw()
-
-
 def _private_key(private_key_raw: bytes) -> Ed25519PrivateKey:
     try:
         return Ed25519PrivateKey.from_private_bytes(private_key_raw)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import click
@@ -22,17 +20,16 @@ def db_group() -> None:
 
 @db_group.command("upgrade")
 @click.argument("revision", default="head")
-@in_app()
+@in_app(needs="nothing")
 def db_upgrade(revision: str) -> None:
-    """Migrate the database up to REVISION (default: head)."""
-    Path(os.environ.get("ALERTSHARE_DATA_DIR", "alertshare-data")).mkdir(exist_ok=True)
+    """Migrate the database up to REVISION (default: head), creating it if need be."""
     migrate.upgrade(revision)
     click.echo(f"database at {', '.join(migrate.current_revisions())}")
 
 
 @db_group.command("downgrade")
 @click.argument("revision")
-@in_app()
+@in_app(needs="database")
 def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION."""
     migrate.downgrade(revision)
@@ -40,7 +37,7 @@ def db_downgrade(revision: str) -> None:
 
 
 @db_group.command("current")
-@in_app()
+@in_app(needs="database")
 def db_current() -> None:
     """Show the database's revision and the migration head."""
     click.echo(f"current: {', '.join(migrate.current_revisions()) or 'none'}")
@@ -57,7 +54,7 @@ def agency_group() -> None:
 @click.option("--name", required=True)
 @click.option("--type", "agency_type", required=True, type=click.Choice(AGENCY_TYPES))
 @click.option("--duty-contact", required=True, help="Duty desk phone or address to call.")
-@in_app(commit=True)
+@in_app()
 def agency_add(slug: str, name: str, agency_type: str, duty_contact: str) -> None:
     """Add agency SLUG."""
     agencies.add_agency(slug, name, agency_type, duty_contact)
@@ -76,7 +73,7 @@ def agency_list(include_disabled: bool) -> None:
 
 @agency_group.command("disable")
 @click.argument("slug")
-@in_app(commit=True)
+@in_app()
 def agency_disable(slug: str) -> None:
     """Disable agency SLUG: its clients and tokens stop working at once."""
     agencies.disable_agency(slug)
@@ -93,7 +90,7 @@ def client_group() -> None:
 @click.option("--name", required=True, help="What the client is, e.g. 'Mosaic case system'.")
 @click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(ALL_SCOPES))
 @click.option("--jwks", type=click.File(), help="Public JWK set file: use private_key_jwt.")
-@in_app(commit=True)
+@in_app()
 def client_add(agency: str, name: str, scopes: tuple[str, ...], jwks: Any) -> None:
     """Add an OAuth client to AGENCY; a secret is printed once."""
     method = "private_key_jwt" if jwks else "client_secret_basic"
@@ -117,7 +114,7 @@ def client_list(agency: str | None) -> None:
 
 @client_group.command("revoke")
 @click.argument("client_id")
-@in_app(commit=True)
+@in_app()
 def client_revoke(client_id: str) -> None:
     """Revoke CLIENT_ID and every token it holds."""
     clients.revoke_client(client_id)
@@ -126,7 +123,7 @@ def client_revoke(client_id: str) -> None:
 
 @client_group.command("rotate-secret")
 @click.argument("client_id")
-@in_app(commit=True)
+@in_app()
 def client_rotate_secret(client_id: str) -> None:
     """Give CLIENT_ID a new secret; the old one stops working."""
     issued = clients.rotate_client_secret(client_id)

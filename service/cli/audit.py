@@ -23,8 +23,8 @@ from service.audit.verification import (
     verify_with_stored_checkpoints,
 )
 from service.cli import in_app, main
-from service.database import db
 from service.keys import active_keys
+from service.unit_of_work import unit_of_work
 
 
 @main.group("audit")
@@ -64,7 +64,7 @@ def audit_verify(checkpoint_file: str | None) -> None:
     required=True,
     help="JSON Lines export of the archived entries (keep it: it is the record).",
 )
-@in_app(commit=True)
+@in_app()
 def audit_archive(through_seq: int, out: str) -> None:
     """Export entries up to --through, leave a signed truncation record, then remove them."""
     path = Path(out)
@@ -84,7 +84,7 @@ def audit_archive(through_seq: int, out: str) -> None:
 
 @audit_group.command("checkpoint")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the checkpoint here.")
-@in_app(commit=True)
+@in_app()
 def audit_checkpoint(out: str | None) -> None:
     """Sign the chain head with the key ring's Ed25519 key and keep the checkpoint."""
     document = _checkpoint_document()
@@ -109,15 +109,14 @@ def audit_checkpoints(every: float, out_dir: str, count: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     made, last_seq = 0, None
     while True:
-        head = current_head_seq()
-        if head != last_seq:
-            document = _checkpoint_document()
-            db.session.commit()
+        # One unit of work per checkpoint: a long wait must not hold a snapshot or a lock.
+        with unit_of_work():
+            head = current_head_seq()
+            document = _checkpoint_document() if head != last_seq else None
+        if document is not None:
             (directory / f"checkpoint-{head:012d}.json").write_text(document + "\n")
             click.echo(f"checkpoint at seq {head}")
             made, last_seq = made + 1, head
-        else:
-            db.session.rollback()  # end the read: a long wait must not hold a snapshot or lock
         if count and made >= count:
             return
         time.sleep(every)

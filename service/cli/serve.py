@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 
 from service import migrate
 from service.cli import load_app, main
 from service.database import db
+from service.unit_of_work import unit_of_work
 
 
 @main.command("serve")
@@ -39,15 +39,20 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--port", default=8000, show_default=True)
 @click.option("--no-serve", is_flag=True, help="Set up and print credentials, but do not serve.")
 def demo(port: int, no_serve: bool) -> None:
-    """Set up a demo instance on SQLite (./alertshare-demo) and serve it on 127.0.0.1."""
+    """Set up a demo instance in the data directory (SQLite by default) and serve it locally.
+
+    It uses the same data directory as every other command, so `alertshare agency list` or
+    `alertshare audit verify` run in the same directory see the demo.
+    """
     from service.demo import seed_demo
 
-    os.environ.setdefault("ALERTSHARE_DATA_DIR", "alertshare-demo")
-    Path(os.environ["ALERTSHARE_DATA_DIR"]).mkdir(exist_ok=True)
-    app = load_app()
+    app = load_app(needs="nothing")
+    if app.config["ENV"] == "production":
+        raise click.ClickException("the demo runs in development mode only")
     with app.app_context():
         migrate.upgrade()
-        credentials = seed_demo()
+        with unit_of_work():
+            credentials = seed_demo()
         db.session.remove()
         db.engine.dispose()
     base = f"http://127.0.0.1:{port}"
@@ -56,7 +61,13 @@ def demo(port: int, no_serve: bool) -> None:
     )
     for item in credentials:
         click.echo(
-            f"  {item.agency_id}: client_id={item.client_id} client_secret={item.client_secret}"
+            f"  {item.agency_id} ({item.client_name}): client_id={item.client_id} "
+            f"client_secret={item.client_secret}\n      scopes: {item.scopes}"
+        )
+    if any(item.replaced for item in credentials):
+        click.echo(
+            "  These clients were made by an earlier demo run: their secrets were replaced just "
+            "now, and the old ones no longer work."
         )
     first = credentials[0]
     click.echo("\nGet a token and make a first call:")

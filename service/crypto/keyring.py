@@ -102,10 +102,6 @@ class KeyRing:
         keks = {v: k for v, k in self.keks.items() if v != version}
         return dataclasses.replace(self, keks=keks)
 
-    def signing_private_key(self) -> Ed25519PrivateKey:
-        """Return the Ed25519 key used to sign audit checkpoints."""
-        return Ed25519PrivateKey.from_private_bytes(self.signing_key)
-
 
 def _check_key(name: str, value: object) -> None:
     if not isinstance(value, bytes) or len(value) != KEY_BYTES:

@@ -101,17 +101,6 @@ def normalise_nhs_number(value: str) -> str:
     return digits
 
 
-def is_valid_nhs_number(value: object) -> bool:
-    """Return True if `value` is a string holding a valid NHS number."""
-    if not isinstance(value, str):
-        return False
-    try:
-        normalise_nhs_number(value)
-    except ValueError:
-        return False
-    return True
-
-
 def normalise_date(value: date | str) -> str:
     """Return a date (or strict "YYYY-MM-DD" string) in ISO form."""
     if isinstance(value, datetime):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from sqlalchemy import select
 
@@ -16,12 +16,13 @@ def audit_entries(app: Flask) -> list[dict[str, Any]]:
     """Return every audit entry as a dict, in seq order."""
     with app.app_context():
         rows = db.session.scalars(select(AuditEntry).order_by(AuditEntry.seq)).all()
-        return [
-            {**row.chained_fields(), "targets": json.loads(row.targets),
-             "returned": json.loads(row.returned)}
-            for row in rows
-        ]  # fmt: skip
+        return [row.as_dict() for row in rows]
 
 
 def last_entry(app: Flask) -> dict[str, Any]:
     return audit_entries(app)[-1]
+
+
+def generate_private_key() -> bytes:
+    """Return a new raw 32-byte Ed25519 private key."""
+    return Ed25519PrivateKey.generate().private_bytes_raw()

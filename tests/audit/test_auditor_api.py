@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import uuid
 from collections.abc import Callable
@@ -22,7 +21,6 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 from werkzeug.test import TestResponse
 
-from service import households, involvements
 from service.audit.append import append
 from service.audit.chain import format_timestamp
 from service.audit.entry import PendingEntry
@@ -31,11 +29,18 @@ from service.database import db
 from service.oauth.scopes import AUDIT_READ, AUDIT_READ_ALL, HOUSEHOLDS_READ
 from tests.audit.helpers import audit_entries, last_entry
 from tests.conftest import MakeApp
-from tests.factories import ClientCredentials, bearer, create_agency, create_client, get_token
+from tests.factories import (
+    ClientCredentials,
+    auditor_headers,
+    bearer,
+    create_agency,
+    create_client,
+    create_household,
+    get_token,
+)
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)  # a Monday morning, long before the tests run
 READ = "household:read"
-_addresses = itertools.count(1)
 
 
 # --- set-up helpers -------------------------------------------------------------------------
@@ -51,38 +56,6 @@ def auditor(
     """Create an auditing client (its agency too, unless given) and return it with a token."""
     creds = create_client(app, agency_id=agency_id, scopes=scopes)
     return creds, get_token(client, creds)
-
-
-def headers(
-    token: str, *, practitioner: str = "auditor-1", purpose: str = "audit"
-) -> dict[str, str]:
-    return {
-        "Authorization": f"Bearer {token}",
-        "X-Acting-Practitioner": practitioner,
-        "X-Purpose-Of-Use": purpose,
-    }
-
-
-def create_household(
-    app: Flask,
-    *,
-    created_by: str,
-    involved: tuple[str, ...] = (),
-    started_at: datetime | None = None,
-) -> str:
-    """Register a household and the agencies working with it (from ``started_at``, or now)."""
-    with app.app_context():
-        household = households.register_household(
-            created_by, postcode="SW1A 1AA", address_line1=f"{next(_addresses)} High Street"
-        )
-        for agency_id in involved:
-            involvement = involvements.register_involvement(
-                household, agency_id, case_reference="CASE-1"
-            )
-            if started_at is not None:
-                involvement.started_at = started_at
-        db.session.commit()
-        return household.id
 
 
 def record_read(
@@ -114,7 +87,7 @@ def latest_seq(app: Flask) -> int:
 
 
 def events(client: FlaskClient, token: str, **params: Any) -> TestResponse:
-    return client.get("/api/v1/audit/events", headers=headers(token), query_string=params)
+    return client.get("/api/v1/audit/events", headers=auditor_headers(token), query_string=params)
 
 
 def listed(client: FlaskClient, token: str, **params: Any) -> list[int]:
@@ -132,11 +105,13 @@ def flags_by_seq(client: FlaskClient, token: str, **params: Any) -> dict[int, li
 
 def access_report(client: FlaskClient, token: str, household_id: str) -> TestResponse:
     path = f"/api/v1/audit/households/{household_id}/access-report"
-    return client.get(path, headers=headers(token))
+    return client.get(path, headers=auditor_headers(token))
 
 
 def export(client: FlaskClient, token: str, **params: Any) -> TestResponse:
-    return client.get("/api/v1/audit/events/export", headers=headers(token), query_string=params)
+    return client.get(
+        "/api/v1/audit/events/export", headers=auditor_headers(token), query_string=params
+    )
 
 
 def jsonl_rows(response: TestResponse) -> list[dict[str, Any]]:
@@ -156,7 +131,7 @@ def test_audit_read_sees_its_own_agencys_entries_only(app: Flask, client: FlaskC
     client.get("/api/v1/me", headers=bearer(other_token))
     creds, token = auditor(app, client)
     own = {latest_seq(app)}
-    client.get("/api/v1/me", headers=headers(token))
+    client.get("/api/v1/me", headers=auditor_headers(token))
     own.add(latest_seq(app))
     client.get("/api/v1/agencies", headers=bearer(other_token))
     client.get("/api/v1/me")  # nobody's: no token
@@ -208,7 +183,7 @@ def test_token_without_an_audit_scope_is_forbidden(
     app: Flask, client: FlaskClient, path: str
 ) -> None:
     _, token = auditor(app, client, scopes=(HOUSEHOLDS_READ,))
-    response = client.get(path, headers=headers(token))
+    response = client.get(path, headers=auditor_headers(token))
     assert response.status_code == 403
     assert response.mimetype == "application/problem+json"
     assert response.get_json()["type"].endswith("insufficient-scope")
@@ -554,7 +529,7 @@ def test_export_request_is_audited_with_what_it_returned(
 ) -> None:
     response = client.get(
         "/api/v1/audit/events/export", query_string={"action": READ, "format": "csv"},
-        headers={**headers(reads_log["token"]), "X-Request-Id": "export-1"},
+        headers={**auditor_headers(reads_log["token"]), "X-Request-Id": "export-1"},
     )  # fmt: skip
     assert response.status_code == 200
     response.get_data()
@@ -586,7 +561,7 @@ def test_verify_reports_ok_for_every_entry_so_far(app: Flask, client: FlaskClien
     client.get("/api/v1/me")
     _, token = auditor(app, client, scopes=(AUDIT_READ_ALL,))
     before = len(audit_entries(app))
-    response = client.get("/api/v1/audit/verify", headers=headers(token))
+    response = client.get("/api/v1/audit/verify", headers=auditor_headers(token))
     assert response.status_code == 200
     report = response.get_json()
     assert (report["ok"], report["checked"], report["head_seq"]) == (True, before, before)
@@ -596,7 +571,7 @@ def test_verify_reports_ok_for_every_entry_so_far(app: Flask, client: FlaskClien
 
 def test_verify_needs_audit_read_all(app: Flask, client: FlaskClient) -> None:
     _, token = auditor(app, client)
-    response = client.get("/api/v1/audit/verify", headers=headers(token))
+    response = client.get("/api/v1/audit/verify", headers=auditor_headers(token))
     assert response.status_code == 403
     assert response.mimetype == "application/problem+json"
     assert last_entry(app)["outcome"] == "denied"

@@ -23,7 +23,8 @@ from service.audit.chain import (
     link_hash,
     verify_chain,
 )
-from service.audit.checkpoint import Checkpoint, generate_private_key, sign_checkpoint
+from service.audit.checkpoint import Checkpoint, sign_checkpoint
+from tests.audit.helpers import generate_private_key
 
 Row = tuple[Any, ...]
 _KEY = generate_private_key()

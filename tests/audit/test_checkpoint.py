@@ -16,12 +16,12 @@ from service.audit.checkpoint import (
     FORMAT,
     Checkpoint,
     CheckpointError,
-    generate_private_key,
     key_id_for,
     public_key_from_private,
     sign_checkpoint,
     verify_checkpoint_signature,
 )
+from tests.audit.helpers import generate_private_key
 
 PRIVATE = generate_private_key()
 PUBLIC = public_key_from_private(PRIVATE)

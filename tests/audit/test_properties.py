@@ -17,10 +17,9 @@ import csv
 import io
 import itertools
 import json
-import os
-import shutil
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,15 +36,11 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from werkzeug.test import TestResponse
 
-from service import create_app, households, involvements
 from service.api.access import PRACTITIONER_HEADER, PURPOSE_HEADER, policy_of
 from service.audit.verification import verify_log
 from service.context import PURPOSES_OF_USE
-from service.database import db
 from service.oauth.scopes import (
     ALL_SCOPES,
     API_SCOPES,
@@ -54,8 +49,14 @@ from service.oauth.scopes import (
     TOKENS_INTROSPECT,
 )
 from tests.audit.helpers import audit_entries
-from tests.conftest import ON_POSTGRES, PG_URL
-from tests.factories import ClientCredentials, basic_auth, create_agency, create_client
+from tests.conftest import build_app, dispose_app, fresh_database
+from tests.factories import (
+    ClientCredentials,
+    basic_auth,
+    create_agency,
+    create_client,
+    create_household,
+)
 
 # No explain phase: on a failure it replays hundreds of variations of a slow, stateful example.
 SETTINGS = settings(
@@ -371,49 +372,22 @@ API_CALLS: tuple[ApiCall, ...] = (
 
 @dataclass
 class FreshApps:
-    """Apps on fresh copies of the migrated template, one per example, as conftest makes them."""
+    """Apps on fresh copies of the migrated template, one per example, made as conftest makes
+    them."""
 
     template: str
     workdir: Path
-    _numbers: itertools.count[int] = field(default_factory=itertools.count)
 
     def open(self) -> tuple[Flask, Callable[[], None]]:
-        number = next(self._numbers)
-        if ON_POSTGRES:
-            url = make_url(PG_URL)
-            name = f"{url.database}_p{os.getpid()}_{number}"
-            self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{url.database}"')
-            database_url = url.set(database=name).render_as_string(hide_password=False)
-        else:
-            path = self.workdir / f"example-{number}.db"
-            shutil.copy(self.template, path)
-            database_url = f"sqlite:///{path}"
-        app = create_app(
-            {"DATA_DIR": str(self.workdir), "DATABASE_URL": database_url, "TESTING": True}
-        )
+        database = ExitStack()
+        app = build_app(database.enter_context(fresh_database(self.template, self.workdir)),
+                        self.workdir)  # fmt: skip
 
         def close() -> None:
-            with app.app_context():
-                for engine in db.engines.values():
-                    engine.dispose()
-            if ON_POSTGRES:
-                self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            else:
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+            dispose_app(app)
+            database.close()
 
         return app, close
-
-    @staticmethod
-    def _admin(statement: str) -> None:
-        engine = create_engine(
-            make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT"
-        )
-        try:
-            with engine.connect() as connection:
-                connection.execute(text(statement))
-        finally:
-            engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -468,12 +442,11 @@ class AuditedApi(RuleBasedStateMachine):
         involved: dict[str, set[str]] = {}
         with self.app.app_context():
             for n, creds in enumerate(clients):
-                household = households.register_household(creds.agency_id, uprn=str(100 + n))
                 partner = clients[(n + 1) % len(clients)].agency_id
-                for agency_id in (creds.agency_id, partner):
-                    involvements.register_involvement(household, agency_id, case_reference="C-1")
-                involved[household.id] = {creds.agency_id, partner}
-            db.session.commit()
+                household_id = create_household(
+                    self.app, created_by=creds.agency_id, involved=(creds.agency_id, partner)
+                )
+                involved[household_id] = {creds.agency_id, partner}
         return involved
 
     def teardown(self) -> None:

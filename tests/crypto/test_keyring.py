@@ -5,6 +5,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service.crypto import (
     DecryptionError,
@@ -46,7 +47,7 @@ def test_generate_keyring_has_independent_32_byte_keys() -> None:
 
 def test_signing_key_is_usable_ed25519() -> None:
     ring = generate_keyring()
-    key = ring.signing_private_key()
+    key = Ed25519PrivateKey.from_private_bytes(ring.signing_key)
     key.public_key().verify(key.sign(b"checkpoint"), b"checkpoint")
 
 
