@@ -6,6 +6,7 @@ from typing import Any
 from marshmallow import fields, validate
 
 from schemas.base import StrictSchema
+from schemas.fields import QueryBoolean, QueryInteger, Rfc3339DateTime
 from service.audit.chain import CHAINED_FIELD_TYPES
 from service.audit.entry import OUTCOMES
 
@@ -22,25 +23,25 @@ class EventQuerySchema(StrictSchema):
     practitioner = fields.String()
     action = fields.String(metadata={"description": "e.g. household:read"})
     outcome = fields.String(validate=validate.OneOf(OUTCOMES))
-    since = fields.AwareDateTime(
+    since = Rfc3339DateTime(
         validate=IN_RANGE, metadata={"description": "Inclusive, ISO 8601 with zone"}
     )
-    until = fields.AwareDateTime(
+    until = Rfc3339DateTime(
         validate=IN_RANGE, metadata={"description": "Exclusive, ISO 8601 with zone"}
     )
-    unusual = fields.Boolean(
+    unusual = QueryBoolean(
         load_default=False,
         metadata={"description": "Only reads without involvement, emergency reads, bulk browsing"},
     )
-    cursor = fields.Integer(
+    cursor = QueryInteger(
         validate=validate.Range(min=1, max=2**63 - 1), metadata={"description": "next_cursor"}
     )
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    limit = QueryInteger(load_default=50, validate=validate.Range(min=1, max=500))
 
 
 class ExportQuerySchema(EventQuerySchema):
     format = fields.String(load_default="jsonl", validate=validate.OneOf(("jsonl", "csv")))
-    limit = fields.Integer(load_default=10_000, validate=validate.Range(min=1, max=10_000))
+    limit = QueryInteger(load_default=10_000, validate=validate.Range(min=1, max=10_000))
 
 
 def _event_field(json_type: str) -> fields.Field[Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import select
 
 from service.database import db, utcnow
@@ -45,6 +47,14 @@ def get_agency(slug: str) -> Agency:
     if agency is None:
         raise NotFound(f"No agency {slug!r}.")
     return agency
+
+
+def agencies_by_id(agency_ids: Iterable[str]) -> dict[str, Agency]:
+    """Return the named agencies by id, in one query."""
+    wanted = set(agency_ids)
+    if not wanted:
+        return {}
+    return {a.id: a for a in db.session.scalars(select(Agency).where(Agency.id.in_(wanted)))}
 
 
 def disable_agency(slug: str) -> Agency:

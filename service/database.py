@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
@@ -51,6 +51,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 def utcnow() -> datetime:
     """Return the current time, timezone-aware in UTC."""
     return datetime.now(UTC)
+
+
+def today() -> date:
+    """Return today's date in UTC (review dates and "not in the future" are judged by it)."""
+    return utcnow().date()
 
 
 def engine_options(database_url: str) -> dict[str, Any]:

@@ -30,6 +30,26 @@ class NotFound(DomainError):
     title = "Not found"
 
 
+class Forbidden(DomainError):
+    """The caller may know the object exists but may not do this to it."""
+
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+
+
+class PreconditionRequired(DomainError):
+    status = 428
+    slug = "precondition-required"
+    title = "Precondition required"
+
+
+class PreconditionFailed(DomainError):
+    status = 412
+    slug = "precondition-failed"
+    title = "Precondition failed"
+
+
 class Conflict(DomainError):
     status = 409
     slug = "conflict"

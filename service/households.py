@@ -1,9 +1,12 @@
-"""Use cases for households and their members (storage and look-ups)."""
+"""Use cases for households and their members: naming a household, looking it up, and keeping
+its members."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from sqlalchemy import select
 
@@ -12,8 +15,8 @@ from service.crypto.normalise import (
     normalise_postcode,
     normalise_uprn,
 )
-from service.database import db
-from service.errors import InvalidInput
+from service.database import db, utcnow
+from service.errors import InvalidInput, NotFound
 from service.keys import active_keys
 from service.models.household import PERSON_ROLES, Household, Person
 
@@ -114,3 +117,121 @@ def find_people_by_nhs_number(nhs_number: str) -> list[Person]:
     """Return people with this NHS number (which must pass its check digit)."""
     index = active_keys().indexer.nhs_number(nhs_number)
     return list(db.session.scalars(select(Person).where(Person.nhs_number_index == index)))
+
+
+@dataclass(frozen=True)
+class Address:
+    line1: str
+    postcode: str
+    line2: str | None = None
+    town: str | None = None
+
+
+@dataclass(frozen=True)
+class HouseholdRef:
+    """How a request names a household: exactly one of its id, its UPRN, or its address."""
+
+    household_id: str | None = None
+    uprn: str | None = None
+    address: Address | None = None
+
+
+def find_household(ref: HouseholdRef) -> Household | None:
+    """Return the household ``ref`` names, if it is registered."""
+    if ref.household_id is not None:
+        return db.session.get(Household, ref.household_id)
+    if ref.uprn is not None:
+        found = find_households_by_uprn(ref.uprn)
+    else:
+        assert ref.address is not None
+        found = find_households_by_address(ref.address.postcode, ref.address.line1)
+    # Two registrations of one dwelling are possible (by UPRN, then by address); the oldest
+    # one is the household everyone is told about.
+    return min(found, key=lambda household: household.created_at) if found else None
+
+
+def get_household(household_id: str) -> Household:
+    """Return the household or raise NotFound."""
+    household = db.session.get(Household, household_id)
+    if household is None:
+        raise NotFound("No such household.")
+    return household
+
+
+def resolve_household(ref: HouseholdRef, agency_id: str) -> Household:
+    """Return the household ``ref`` names, registering it (by UPRN or address) if it is new."""
+    household = find_household(ref)
+    if household is not None:
+        return household
+    if ref.household_id is not None:
+        raise NotFound("No such household.", errors={"household.household_id": ["Not found."]})
+    if ref.uprn is not None:
+        return register_household(agency_id, uprn=ref.uprn)
+    assert ref.address is not None
+    return register_household(
+        agency_id, address_line1=ref.address.line1, address_line2=ref.address.line2,
+        town=ref.address.town, postcode=ref.address.postcode,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Match:
+    household: Household
+    matched_by: str  # uprn | address | person
+
+
+def look_up(
+    *,
+    uprn: str | None = None,
+    address: Address | None = None,
+    family_name: str | None = None,
+    date_of_birth: date | None = None,
+    nhs_number: str | None = None,
+) -> list[Match]:
+    """Find registered households by UPRN, address or a person living there; never create one."""
+    if uprn is not None:
+        return [Match(h, "uprn") for h in find_households_by_uprn(uprn)]
+    if address is not None:
+        return [
+            Match(h, "address") for h in find_households_by_address(address.postcode, address.line1)
+        ]
+    if nhs_number is not None:
+        people = find_people_by_nhs_number(normalise_nhs_number(nhs_number))
+    else:
+        assert family_name is not None and date_of_birth is not None
+        people = find_people_by_name_and_birth_date(family_name, date_of_birth)
+    households = {person.household_id: person.household for person in people}
+    return [Match(h, "person") for h in households.values()]
+
+
+def list_members(household_id: str) -> list[Person]:
+    """Return the household's members, in the order they were added."""
+    query = select(Person).where(Person.household_id == household_id).order_by(Person.created_at)
+    return list(db.session.scalars(query))
+
+
+def get_member(household_id: str, member_id: str) -> Person:
+    """Return a member of the household or raise NotFound."""
+    person = db.session.get(Person, member_id)
+    if person is None or person.household_id != household_id:
+        raise NotFound("No such member of this household.")
+    return person
+
+
+def correct_member(person: Person, changes: dict[str, Any]) -> Person:
+    """Correct a member's details; an NHS number must pass its check digit."""
+    errors: dict[str, list[str]] = {}
+    if changes.get("role") is not None and changes["role"] not in PERSON_ROLES:
+        errors["role"] = [f"One of: {', '.join(PERSON_ROLES)}."]
+    if changes.get("nhs_number") is not None:
+        changes["nhs_number"] = _checked(
+            errors, "nhs_number", normalise_nhs_number, changes["nhs_number"]
+        )
+    if errors:
+        raise InvalidInput("The household member is not valid.", errors=errors)
+    for name, value in changes.items():
+        if name == "date_of_birth" and value is not None:
+            value = value.isoformat()
+        setattr(person, name, value)
+    person.updated_at = utcnow()
+    return person

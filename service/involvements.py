@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, exists, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, exists, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from service.database import db, utcnow
+from service.errors import Conflict, NotFound
 from service.models.household import Household
 from service.models.involvement import Involvement
+from service.models.warning import WarningMarker
 
 
 def involved(
@@ -64,21 +67,91 @@ def involvements_with(household_ids: Collection[str]) -> list[Involvement]:
     return list(db.session.scalars(query))
 
 
+def can_see_household(agency_id: str, household_id: str) -> bool:
+    """Say whether the agency may see the household's detail: it works with the household now,
+    or it issued a warning about it (withdrawn ones aside)."""
+    issued = exists().where(
+        WarningMarker.household_id == household_id,
+        WarningMarker.issuing_agency_id == agency_id,
+        WarningMarker.status != "entered-in-error",
+    )
+    return db.session.scalar(select(or_(involved(agency_id, household_id), issued))) is True
+
+
+def require_household_access(agency_id: str, household_id: str) -> None:
+    """Raise NotFound unless the agency may see the household (so others learn nothing)."""
+    if not can_see_household(agency_id, household_id):
+        raise NotFound("No such household among those your agency works with.")
+
+
+def active_involvement(agency_id: str, household_id: str) -> Involvement | None:
+    """Return the agency's current involvement with the household, if any."""
+    query = select(Involvement).where(
+        Involvement.agency_id == agency_id,
+        Involvement.household_id == household_id,
+        Involvement.ended_at.is_(None),
+    )
+    return db.session.scalars(query).first()
+
+
 def register_involvement(
     household: Household,
     agency_id: str,
     *,
-    case_reference: str,
+    case_reference: str | None,
     lead_practitioner: str | None = None,
+    lead_contact: str | None = None,
     contact_route: str | None = None,
 ) -> Involvement:
-    """Record that ``agency_id`` is working with ``household``."""
+    """Record that ``agency_id`` is working with ``household``; one current involvement each."""
+    current = active_involvement(agency_id, household.id)
+    if current is not None:
+        raise Conflict(
+            f"Your agency already works with this household (involvement {current.id}).",
+            errors={"household": ["Already involved; end that involvement first."]},
+        )
     involvement = Involvement(
         household_id=household.id,
         agency_id=agency_id,
         case_reference=case_reference,
         lead_practitioner=lead_practitioner,
+        lead_contact=lead_contact,
         contact_route=contact_route,
+        started_at=utcnow(),
     )
-    db.session.add(involvement)
+    try:
+        with db.session.begin_nested():  # a concurrent declaration loses here, not at commit
+            db.session.add(involvement)
+    except IntegrityError as error:
+        raise Conflict("Your agency already works with this household.") from error
     return involvement
+
+
+def end_involvement(involvement_id: str, agency_id: str, reason: str) -> Involvement:
+    """End the agency's own involvement; another agency's is not found."""
+    involvement = db.session.get(Involvement, involvement_id)
+    if involvement is None or involvement.agency_id != agency_id:
+        raise NotFound("No such involvement of your agency.")
+    if involvement.ended_at is not None:
+        raise Conflict("This involvement has already ended.")
+    involvement.ended_at = utcnow()
+    involvement.ended_reason = reason
+    return involvement
+
+
+def list_involvements(agency_id: str, household_id: str | None = None) -> list[Involvement]:
+    """Return the agency's own involvements, newest first, optionally with one household."""
+    query = select(Involvement).where(Involvement.agency_id == agency_id)
+    if household_id is not None:
+        query = query.where(Involvement.household_id == household_id)
+    return list(db.session.scalars(query.order_by(Involvement.started_at.desc()).limit(500)))
+
+
+def other_involvements(household_id: str, agency_id: str) -> list[Involvement]:
+    """Return the current involvements of every other agency with the household."""
+    query = select(Involvement).where(
+        Involvement.household_id == household_id,
+        Involvement.agency_id != agency_id,
+        Involvement.ended_at.is_(None),
+    )
+    return list(db.session.scalars(query.order_by(Involvement.started_at)))

@@ -13,11 +13,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import inspect, select, update
 from sqlalchemy.engine import make_url
 
-from service import households, involvements, key_rotation
+from service import households, involvements, key_rotation, warnings
 from service.crypto import DecryptionError
 from service.database import db
-from service.models import Agency, Household, Involvement, Person
+from service.incidents import IncidentReport
+from service.models import Agency, Household, Involvement, Person, WarningMarker, WarningVersion
 from service.models.encrypted import Personal
+from service.unit_of_work import unit_of_work
 from tests.conftest import ON_POSTGRES
 from tests.factories import bearer, create_agency, create_client, get_token
 
@@ -35,6 +37,15 @@ PLANTED = {
     "lead_practitioner": "Philippa Mandragora",
     "contact_route": "07700 900461",
     "duty_contact": "Duty desk 01632 960713",
+    "lead_contact": "07700 900987",
+    "ended_reason": "Family relocated to Tewkesbury",
+    "summary": "Waved a cutlass near the Tamagotchi shed",
+    "description": "Practitioner Vespertine cornered in the scullery",
+    "crime_reference": "KE-26-998877",
+    "concern_given_name": "Barnabus",
+    "concern_family_name": "Thistlewaite-Vondracek",
+    "reason_withheld": "Disclosure endangers Persimmon siblings",
+    "status_reason": "Superseded by Xanthippe review",
 }
 
 
@@ -63,9 +74,38 @@ def _plant_everything(app: Flask) -> None:
             agency,
             case_reference=PLANTED["case_reference"],
             lead_practitioner=PLANTED["lead_practitioner"],
+            lead_contact=PLANTED["lead_contact"],
             contact_route=PLANTED["contact_route"],
         )
         db.session.commit()
+    _plant_a_warning(app, agency)
+
+
+def _plant_a_warning(app: Flask, agency: str) -> None:
+    """A warning with every personal field, changed so its versions hold them too."""
+    partner = create_agency(app)
+    with app.app_context(), unit_of_work():
+        household = db.session.scalars(select(Household)).one()
+        ended = involvements.register_involvement(household, partner, case_reference="P-1")
+        db.session.flush()
+        involvements.end_involvement(ended.id, partner, PLANTED["ended_reason"])
+        draft = warnings.WarningDraft(
+            categories=("weapons",), risk_level="high", children_in_household=False,
+            persons_of_concern=({"given_name": PLANTED["concern_given_name"],
+                                 "family_name": PLANTED["concern_family_name"]},),
+            subject_informed=warnings.SubjectInformed(
+                False, reason_withheld=PLANTED["reason_withheld"], recheck_on=date(2027, 1, 1)
+            ),
+        )  # fmt: skip
+        report = IncidentReport(
+            occurred_on=date(2026, 11, 1), categories=(), summary=PLANTED["summary"],
+            description=PLANTED["description"], police_reported=True,
+            crime_reference=PLANTED["crime_reference"],
+        )  # fmt: skip
+        warning = warnings.publish_warning(
+            household, agency, draft, warnings.Evidence((report,)), date(2026, 11, 20)
+        )
+        warnings.close_warning(warning, agency, PLANTED["status_reason"])
 
 
 def _variants(value: str) -> set[bytes]:
@@ -84,12 +124,26 @@ def test_planted_values_round_trip(app: Flask) -> None:
     with app.app_context():
         person = db.session.scalars(select(Person)).one()
         household = db.session.scalars(select(Household)).one()
-        involvement = db.session.scalars(select(Involvement)).one()
+        involvement, ended = db.session.scalars(
+            select(Involvement).order_by(Involvement.ended_at.is_not(None))
+        ).all()
         assert (person.given_name, person.family_name) == ("Zebedee", "Quillfeather-Okonkwo")
         assert person.nhs_number == "9434765919"
         assert person.date_of_birth == "1961-02-03"
         assert household.postcode == "ME6 5QX" and household.town == "Snodland"
         assert involvement.case_reference == PLANTED["case_reference"]
+        assert involvement.lead_contact == PLANTED["lead_contact"]
+        assert ended.ended_reason == PLANTED["ended_reason"]
+        warning = db.session.scalars(select(WarningMarker)).one()
+        (incident,) = warning.incidents
+        assert (incident.summary, incident.description, incident.crime_reference) == (
+            PLANTED["summary"], PLANTED["description"], PLANTED["crime_reference"])  # fmt: skip
+        assert PLANTED["concern_family_name"] in (warning.persons_of_concern or "")
+        assert (warning.reason_withheld, warning.status_reason) == (
+            PLANTED["reason_withheld"], PLANTED["status_reason"])  # fmt: skip
+        versions = select(WarningVersion).order_by(WarningVersion.version)
+        snapshots = [v.snapshot for v in db.session.scalars(versions)]
+        assert len(snapshots) == 2 and PLANTED["status_reason"] in snapshots[-1]
 
 
 @pytest.mark.skipif(ON_POSTGRES, reason="scans the SQLite file; the PostgreSQL run dumps instead")

@@ -70,7 +70,14 @@ def list_events() -> dict[str, Any]:
 
 @bp.get("/events/export")
 @protected(AUDIT_READ, AUDIT_READ_ALL, action="audit:export")
-@documented(query=ExportQuerySchema)
+@documented(
+    query=ExportQuerySchema,
+    media_types=tuple(FORMATS.values()),
+    headers={
+        "X-Total-Count": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+        "X-Next-Cursor": {"schema": {"type": "string", "pattern": "^[0-9]+$"}},
+    },
+)
 def export_events() -> Response:
     """Export matching entries as JSON Lines or CSV, newest first, up to `limit` rows.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from service.api import agencies, audit, openapi
+from service.api import agencies, audit, households, incidents, involvements, openapi, warnings
 from service.api.problems import Problem
 
 PREFIX = "/api/v1"
@@ -28,5 +28,5 @@ def require_json_body() -> None:
         )
 
 
-for resource in (agencies, audit, openapi):
+for resource in (agencies, audit, households, incidents, involvements, openapi, warnings):
     bp.register_blueprint(resource.bp)

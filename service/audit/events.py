@@ -13,6 +13,14 @@ from service.audit.unusual import HOUSEHOLD, Event, flag_unusual, is_auditors_ow
 from service.database import db
 from service.involvements import involved, involved_households
 from service.models.audit import AuditEntry, AuditRef
+from service.models.warning import WarningMarker
+
+WARNING = "warning"
+
+
+def issued_by(agency_id: str) -> Select[str]:
+    """The ids of the warnings an agency issued."""
+    return select(WarningMarker.id).where(WarningMarker.issuing_agency_id == agency_id)
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,8 @@ def _refers_to(ref_type: str, ref_id: str | None = None) -> ColumnElement[bool]:
 
 
 def visible_to(agency_id: str) -> ColumnElement[bool]:
-    """Entries an agency may audit: its own, and others' reads of households it works with.
+    """Entries an agency may audit: its own, and others' accesses to households it works with
+    (or has worked with) and to warnings it issued.
 
     Other agencies' auditors' look-ups are not among them: an investigation must not be
     visible to the people it is about.
@@ -47,9 +56,13 @@ def visible_to(agency_id: str) -> ColumnElement[bool]:
         AuditRef.entry_seq == AuditEntry.seq, AuditRef.ref_type == HOUSEHOLD,
         involved(agency_id, AuditRef.ref_id, ever=True),
     )  # fmt: skip
+    about_its_warnings = exists().where(
+        AuditRef.entry_seq == AuditEntry.seq, AuditRef.ref_type == WARNING,
+        AuditRef.ref_id.in_(issued_by(agency_id)),
+    )  # fmt: skip
     return or_(
         AuditEntry.agency_id == agency_id,
-        and_(about_its_households, AuditEntry.action.not_like("audit:%")),
+        and_(or_(about_its_households, about_its_warnings), AuditEntry.action.not_like("audit:%")),
     )
 
 
@@ -60,7 +73,7 @@ def _query(filters: EventFilter, viewer_agency: str | None) -> Select[AuditEntry
     if filters.household_id:
         query = query.where(_refers_to(HOUSEHOLD, filters.household_id))
     if filters.warning_id:
-        query = query.where(_refers_to("warning", filters.warning_id))
+        query = query.where(_refers_to(WARNING, filters.warning_id))
     for column, value in (
         (AuditEntry.agency_id, filters.agency_id), (AuditEntry.practitioner, filters.practitioner),
         (AuditEntry.action, filters.action), (AuditEntry.outcome, filters.outcome),
@@ -99,9 +112,10 @@ def find_events(
         page_query = query if cursor is None else query.where(AuditEntry.seq < cursor)
         page = list(db.session.scalars(page_query.limit(page_size)))
         involved_in = _households_involved_in(page, viewer_agency)
+        issued = _warnings_issued_in(page, viewer_agency)
         for event in flag_unusual(page, bulk_threshold):
             cursor = event.entry.seq
-            if not _backed_by_chain(event.entry, filters, viewer_agency, involved_in):
+            if not _backed_by_chain(event.entry, filters, viewer_agency, involved_in | issued):
                 continue
             if not filters.unusual or event.flags:
                 found.append(event)
@@ -119,21 +133,33 @@ def _households_involved_in(page: list[AuditEntry], viewer: str | None) -> set[s
     return involved_households(viewer, named, ever=True)
 
 
+def _warnings_issued_in(page: list[AuditEntry], viewer: str | None) -> set[str]:
+    if viewer is None:
+        return set()
+    named = {w for entry in page for w in entry.names(WARNING)}
+    if not named:
+        return set()
+    query = issued_by(viewer).where(WarningMarker.id.in_(named))
+    return set(db.session.scalars(query))
+
+
 def _backed_by_chain(
-    entry: AuditEntry, filters: EventFilter, viewer: str | None, involved_in: set[str]
+    entry: AuditEntry, filters: EventFilter, viewer: str | None, its_own: set[str]
 ) -> bool:
     """Check the hashed entry itself, not just the (unchained) reference index, says it matches.
 
     The index makes the query fast; a row slipped into it must not widen what an agency sees.
+    ``its_own`` holds the ids of the viewer's households and warnings the page names.
     """
     named = entry.names(HOUSEHOLD)
     if filters.household_id and filters.household_id not in named:
         return False
-    if filters.warning_id and filters.warning_id not in entry.names("warning"):
+    if filters.warning_id and filters.warning_id not in entry.names(WARNING):
         return False
     if viewer is None or entry.agency_id == viewer:
         return True
-    return bool(named & involved_in) and not is_auditors_own(entry)
+    about = named | entry.names(WARNING)
+    return bool(about & its_own) and not is_auditors_own(entry)
 
 
 def iter_events(

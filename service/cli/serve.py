@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
 from service import migrate
 from service.cli import load_app, main
-from service.database import db
+from service.database import db, today
 from service.unit_of_work import unit_of_work
 
 
@@ -44,7 +45,7 @@ def demo(port: int, no_serve: bool) -> None:
     It uses the same data directory as every other command, so `alertshare agency list` or
     `alertshare audit verify` run in the same directory see the demo.
     """
-    from service.demo import seed_demo
+    from service.demo import seed_demo, seed_demo_household
 
     app = load_app(needs="nothing")
     if app.config["ENV"] == "production":
@@ -53,9 +54,9 @@ def demo(port: int, no_serve: bool) -> None:
         migrate.upgrade()
         with unit_of_work():
             credentials = seed_demo()
+            household_id = seed_demo_household(today()).id
         db.session.remove()
         db.engine.dispose()
-    base = f"http://127.0.0.1:{port}"
     click.echo(
         f"alertshare demo: data in {app.config['DATA_DIR']} (development keys; not for real data)"
     )
@@ -69,17 +70,39 @@ def demo(port: int, no_serve: bool) -> None:
             "  These clients were made by an earlier demo run: their secrets were replaced just "
             "now, and the old ones no longer work."
         )
-    first = credentials[0]
-    click.echo("\nGet a token and make a first call:")
     click.echo(
-        f"  TOKEN=$(curl -s -u '{first.client_id}:{first.client_secret}' "
-        f"-d grant_type=client_credentials {base}/oauth/token "
-        "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
+        f"\nDemo household {household_id}: 14 Orchard Way, Maidstone ME14 2AB (UPRN "
+        "100062123456); Kent children's services work with it and have warned about it."
     )
-    click.echo(
-        f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'X-Acting-Practitioner: sw-0042' "
-        f"-H 'X-Purpose-Of-Use: pre_visit' {base}/api/v1/me"
-    )
+    base = f"http://127.0.0.1:{port}"
+    _print_first_calls(credentials, household_id, base)
     if not no_serve:
         click.echo(f"\nServing on {base} (Ctrl+C to stop)")
         app.run(host="127.0.0.1", port=port, debug=False)
+
+
+def _print_first_calls(credentials: list[Any], household_id: str, base: str) -> None:
+    """Print curl commands to paste: a token, the caller, then the health visitor's look-up,
+    involvement and briefing."""
+    acting = "-H 'X-Acting-Practitioner: hv-0007' -H 'X-Purpose-Of-Use: pre_visit'"
+    token = "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
+    health = credentials[1]
+    click.echo(f"\nAs the health visitor ({health.agency_id}), get a token:")
+    click.echo(f"  TOKEN=$(curl -s -u '{health.client_id}:{health.client_secret}' "
+               f"-d grant_type=client_credentials {base}/oauth/token {token}")  # fmt: skip
+    auth = f'-H "Authorization: Bearer $TOKEN" {acting}'
+    json_body = "-H 'Content-Type: application/json'"
+    click.echo("Who am I:")
+    click.echo(f"  curl -s {auth} {base}/api/v1/me")
+    click.echo(
+        "Look the address up (the flag view: is there a warning, how serious, whom to call):"
+    )
+    click.echo(f"  curl -s {auth} {json_body} -d '{{\"address\": {{\"line1\": \"14 orchard way\", "
+               f"\"postcode\": \"me142ab\"}}}}' {base}/api/v1/households/lookup")  # fmt: skip
+    click.echo("Declare that your agency works with the family (this unlocks the detail):")
+    click.echo(f"  curl -s {auth} {json_body} -d '{{\"household\": {{\"household_id\": "
+               f"\"{household_id}\"}}, \"case_reference\": \"HV-5521\", \"lead_practitioner\": "
+               f"{{\"name\": \"Sam Patel\", \"contact\": \"01634 555010\"}}}}' "
+               f"{base}/api/v1/involvements")  # fmt: skip
+    click.echo("Read the pre-visit briefing:")
+    click.echo(f"  curl -s {auth} {base}/api/v1/households/{household_id}/briefing")

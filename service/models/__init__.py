@@ -3,8 +3,10 @@
 from service.models.agency import AGENCY_TYPES, Agency
 from service.models.audit import AuditArchive, AuditCheckpoint, AuditEntry, AuditHead, AuditRef
 from service.models.household import Household, Person
+from service.models.incident import Incident
 from service.models.involvement import Involvement
 from service.models.oauth import OAuthClient, OAuthToken, UsedAssertion
+from service.models.warning import WarningMarker, WarningShare, WarningVersion
 
 __all__ = [
     "AGENCY_TYPES",
@@ -15,9 +17,13 @@ __all__ = [
     "AuditHead",
     "AuditRef",
     "Household",
+    "Incident",
     "Involvement",
     "OAuthClient",
     "OAuthToken",
     "Person",
     "UsedAssertion",
+    "WarningMarker",
+    "WarningShare",
+    "WarningVersion",
 ]

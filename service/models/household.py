@@ -75,6 +75,7 @@ class Person(EncryptedRecord, Base):
     name_dob_index: Mapped[bytes | None] = _index_column()
     nhs_number_index: Mapped[bytes | None] = _index_column()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     given_name = Personal()
     family_name = Personal()

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, ForeignKey, LargeBinary, String, and_, or_, orm
+from sqlalchemy import (
+    ColumnElement,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    and_,
+    or_,
+    orm,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.database import Base, UTCDateTime, utcnow
@@ -19,6 +29,15 @@ class Involvement(EncryptedRecord, Base):
     """Agency X is working with this household: the subscription and the need-to-know test."""
 
     __tablename__ = "involvement"
+    __table_args__ = (
+        # The need-to-know rule's look-up: this agency, this household.
+        Index("ix_involvement_agency_household", "agency_id", "household_id"),
+        # One current involvement per agency and household, even under concurrent requests.
+        Index(
+            "uq_involvement_current", "agency_id", "household_id", unique=True,
+            sqlite_where=text("ended_at IS NULL"), postgresql_where=text("ended_at IS NULL"),
+        ),
+    )  # fmt: skip
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     household_id: Mapped[str] = mapped_column(ForeignKey("household.id"), index=True)
@@ -26,12 +45,16 @@ class Involvement(EncryptedRecord, Base):
     case_reference_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     lead_practitioner_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     contact_route_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    lead_contact_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    ended_reason_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     case_reference = Personal()
     lead_practitioner = Personal()
     contact_route = Personal()
+    lead_contact = Personal()  # the lead practitioner's phone or email
+    ended_reason = Personal()
 
     household: Mapped[Household] = orm.relationship(back_populates="involvements")
 

@@ -2,6 +2,8 @@
 
 WARNINGS_WRITE = "warnings:write"
 HOUSEHOLDS_READ = "households:read"
+# Declaring that the agency works with a household unlocks its detail: a scope of its own.
+INVOLVEMENTS_WRITE = "involvements:write"
 NOTIFICATIONS_MANAGE = "notifications:manage"
 VISITS_WRITE = "visits:write"
 AUDIT_READ = "audit:read"
@@ -12,6 +14,7 @@ TOKENS_INTROSPECT = "tokens:introspect"
 # What agency case systems use the API with.
 API_SCOPES = (
     WARNINGS_WRITE,
+    INVOLVEMENTS_WRITE,
     HOUSEHOLDS_READ,
     NOTIFICATIONS_MANAGE,
     VISITS_WRITE,

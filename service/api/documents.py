@@ -1,0 +1,175 @@
+"""The JSON documents the API returns, made from records (opened here, in the HTTP layer)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from marshmallow import Schema
+
+from service.agencies import agencies_by_id
+from service.briefings import Briefing
+from service.models.agency import Agency
+from service.models.household import Household, Person
+from service.models.incident import Incident
+from service.models.involvement import Involvement
+from service.models.warning import WarningMarker, WarningVersion
+from service.vocabulary import CHILDREN_PROMPT, CUMULATIVE_PROMPT, PRE_VISIT_QUESTIONS, PRECAUTIONS
+from service.warnings import Flag, members_of
+
+
+@dataclass(frozen=True)
+class Names:
+    """The agencies and household members a response names, each loaded once for it (the
+    session's identity map holds records only while something refers to them)."""
+
+    agencies: dict[str, Agency]
+    members: dict[str, Person]
+
+    def issuer(self, agency_id: str) -> dict[str, Any]:
+        return issuer(self.agencies[agency_id])
+
+
+def names_for(warnings: Iterable[WarningMarker], agency_ids: Iterable[str] = ()) -> Names:
+    """Load what the documents of these warnings (and these other agencies) will name."""
+    warnings = list(warnings)
+    naming_members = {
+        w.household_id for w in warnings if '"member_id"' in (w.persons_of_concern or "")
+    }
+    agencies = agencies_by_id({w.issuing_agency_id for w in warnings} | set(agency_ids))
+    return Names(agencies, members_of(naming_members))
+
+
+def issuer(agency: Agency) -> dict[str, Any]:
+    return {"agency_id": agency.id, "name": agency.name, "duty_contact": agency.duty_contact}
+
+
+def flag(value: Flag) -> dict[str, Any]:
+    return {
+        "active_warnings": value.active_warnings,
+        "risk_level": value.risk_level,
+        "categories": sorted(value.categories),
+        "precautions": [p for p in PRECAUTIONS if p in value.precautions],
+        "review_overdue": value.review_overdue,
+        "issuers": [issuer(agency) for agency in value.issuers.values()],
+    }
+
+
+def household(record: Household) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "uprn": record.uprn,
+        "address": {"line1": record.address_line1, "line2": record.address_line2,
+                    "town": record.town, "postcode": record.postcode},
+    }  # fmt: skip
+
+
+def member(person: Person) -> dict[str, Any]:
+    return {
+        "id": person.id, "given_name": person.given_name, "family_name": person.family_name,
+        "date_of_birth": date.fromisoformat(person.date_of_birth) if person.date_of_birth else None,
+        "role": person.role,
+        "relationship": person.relationship, "nhs_number": person.nhs_number,
+    }  # fmt: skip
+
+
+def involvement(record: Involvement) -> dict[str, Any]:
+    return {
+        "id": record.id, "household_id": record.household_id, "agency_id": record.agency_id,
+        "case_reference": record.case_reference,
+        "lead_practitioner": {"name": record.lead_practitioner, "contact": record.lead_contact},
+        "contact_route": record.contact_route, "started_at": record.started_at,
+        "ended_at": record.ended_at, "ended_reason": record.ended_reason,
+    }  # fmt: skip
+
+
+def incident(record: Incident) -> dict[str, Any]:
+    return {
+        "id": record.id, "household_id": record.household_id, "agency_id": record.agency_id,
+        "occurred_on": record.occurred_on, "categories": record.category_list,
+        "summary": record.summary, "description": record.description,
+        "police_reported": record.police_reported, "crime_reference": record.crime_reference,
+        "recorded_at": record.recorded_at,
+    }  # fmt: skip
+
+
+def _persons_of_concern(record: WarningMarker, names: Names) -> list[dict[str, Any]]:
+    people = []
+    for person in json.loads(record.persons_of_concern or "[]"):
+        known = names.members.get(person.get("member_id", ""))
+        people.append({
+            "member_id": person.get("member_id"),
+            "given_name": known.given_name if known else person.get("given_name"),
+            "family_name": known.family_name if known else person.get("family_name"),
+        })  # fmt: skip
+    return people
+
+
+def warning(record: WarningMarker, today: date, names: Names | None = None) -> dict[str, Any]:
+    names = names or names_for([record])
+    return {
+        "id": record.id, "household_id": record.household_id,
+        "issuing_agency": names.issuer(record.issuing_agency_id),
+        "status": record.status, "version": record.version, "risk_level": record.risk_level,
+        "categories": record.category_list, "precautions": record.precaution_list,
+        "persons_of_concern": _persons_of_concern(record, names), "handling": record.handling,
+        "shared_with": record.shared_with,
+        "children_in_household": record.children_in_household,
+        "subject_informed": {
+            "informed": record.subject_informed, "informed_on": record.informed_on,
+            "reason_withheld": record.reason_withheld, "recheck_on": record.recheck_on,
+        },
+        "review_by": record.review_by,
+        "review_overdue": record.status == "active" and record.review_by < today,
+        "status_reason": record.status_reason,
+        "incidents": [incident(i) for i in record.incidents],
+        "created_at": record.created_at, "updated_at": record.updated_at,
+    }  # fmt: skip
+
+
+def warning_version(record: WarningVersion) -> dict[str, Any]:
+    return {
+        "version": record.version, "change": record.change, "changed_by": record.changed_by,
+        "changed_at": record.changed_at, "warning": json.loads(record.snapshot),
+    }  # fmt: skip
+
+
+def warnings(records: list[WarningMarker], today: date) -> list[dict[str, Any]]:
+    names = names_for(records)
+    return [warning(record, today, names) for record in records]
+
+
+def briefing(value: Briefing, today: date) -> dict[str, Any]:
+    names = names_for(value.warnings + value.flagged, [i.agency_id for i in value.other_agencies])
+    return {
+        "household": household(value.household),
+        "members": [{**member(p), "is_child": p.role == "child"} for p in value.members],
+        "children_prompt": CHILDREN_PROMPT if value.children_present else None,
+        "warnings": [warning(w, today, names) for w in value.warnings],
+        "restricted_warnings": [
+            {"risk_level": w.risk_level, "issuing_agency": names.issuer(w.issuing_agency_id),
+             "review_overdue": w.review_by < today}
+            for w in value.flagged
+        ],  # fmt: skip
+        "precautions": [{"code": p, "advice": PRECAUTIONS[p]} for p in value.precautions],
+        "other_agencies": [
+            {"agency": names.issuer(i.agency_id), "lead_practitioner": i.lead_practitioner,
+             "lead_contact": i.lead_contact, "contact_route": i.contact_route}
+            for i in value.other_agencies
+        ],  # fmt: skip
+        "checklist": list(PRE_VISIT_QUESTIONS),
+        "incidents_last_12_months": {
+            "since": value.counts.since, "agencies": value.counts.agencies,
+            "by_category": value.counts.by_category, "withheld": value.counts.withheld,
+            "cumulative_prompt": CUMULATIVE_PROMPT if value.counts.cumulative_prompt else None,
+        },
+    }  # fmt: skip
+
+
+def dump(schema: type[Schema], document: Any) -> dict[str, Any]:
+    """Serialise a document with its schema (dates as ISO 8601, nothing the schema lacks)."""
+    body: dict[str, Any] = schema().dump(document)
+    return body

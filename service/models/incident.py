@@ -1,0 +1,38 @@
+"""Incidents: what happened to a practitioner, recorded by the agency it happened to."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Boolean, Date, ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.database import Base, UTCDateTime, utcnow
+from service.models.encrypted import EncryptedRecord, Personal, new_id
+
+
+class Incident(EncryptedRecord, Base):
+    """One incident at a household; low-level ones add up across agencies."""
+
+    __tablename__ = "incident"
+    __table_args__ = (Index("ix_incident_household_occurred", "household_id", "occurred_on"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    household_id: Mapped[str] = mapped_column(ForeignKey("household.id"))
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id"), index=True)
+    occurred_on: Mapped[date] = mapped_column(Date)
+    # Space-separated category codes (from DESIGN.md's list): not personal, and counted in SQL.
+    categories: Mapped[str] = mapped_column(Text)
+    police_reported: Mapped[bool] = mapped_column(Boolean)
+    summary_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    description_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    crime_reference_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    summary = Personal()
+    description = Personal()
+    crime_reference = Personal()
+
+    @property
+    def category_list(self) -> list[str]:
+        return self.categories.split()
