@@ -8,6 +8,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate
 
+from service.context import RECORD_ID_PATTERN
 from service.crypto.normalise import normalise_nhs_number, normalise_postcode, normalise_text
 
 
@@ -29,7 +30,7 @@ UPRN = [
     Pattern(r"^0*[1-9][0-9]*$", error="A UPRN is a positive number of 1 to 12 digits."),
 ]
 # The shape of our ids (service.context.RECORD_ID_PATTERN): anything else cannot name a record.
-RECORD_ID = Pattern(r"^[A-Za-z0-9._:-]{1,64}$", error="Not a record id.")
+RECORD_ID = Pattern(f"^{RECORD_ID_PATTERN.pattern}$", error="Not a record id.")
 
 
 def _checked_by(normalise: Any) -> Any:
@@ -106,10 +107,9 @@ class Rfc3339DateTime(fields.AwareDateTime):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-_RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
-_NAIVE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?")
+_LOCAL_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+_NAIVE = re.compile(_LOCAL_TIME)
+_RFC3339 = re.compile(_LOCAL_TIME + r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
 
 
 class StrictBoolean(fields.Boolean):

@@ -7,7 +7,7 @@ from datetime import date
 
 from service.households import get_household, list_members
 from service.incidents import IncidentCounts, count_recent
-from service.involvements import is_involved, other_involvements, require_household_access
+from service.involvements import other_involvements, require_household_access
 from service.models.household import Household, Person
 from service.models.involvement import Involvement
 from service.models.warning import WarningMarker
@@ -34,9 +34,8 @@ class Briefing:
 
 def brief(household_id: str, agency_id: str, today: date) -> Briefing:
     """Compose the briefing for an agency involved with the household, or a warning's issuer."""
-    require_household_access(agency_id, household_id)
+    involved_now = require_household_access(agency_id, household_id)
     household = get_household(household_id)
-    involved_now = is_involved(agency_id, household_id)
     every_warning = household_warnings(household_id)
     warnings = [w for w in every_warning if w.status == "active"]
     shown = [w for w in warnings if may_see_detail(w, agency_id, involved_now)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, exists, or_, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, exists, select
 from sqlalchemy.exc import IntegrityError
 
 from service.database import db, utcnow
@@ -67,21 +67,21 @@ def involvements_with(household_ids: Collection[str]) -> list[Involvement]:
     return list(db.session.scalars(query))
 
 
-def can_see_household(agency_id: str, household_id: str) -> bool:
-    """Say whether the agency may see the household's detail: it works with the household now,
-    or it issued a warning about it (withdrawn ones aside)."""
+def require_household_access(agency_id: str, household_id: str) -> bool:
+    """Raise NotFound unless the agency may see the household's detail (so others learn
+    nothing): it works with the household now, or it issued a warning about it (withdrawn ones
+    aside). Return whether it works with the household now, decided in the same query."""
     issued = exists().where(
         WarningMarker.household_id == household_id,
         WarningMarker.issuing_agency_id == agency_id,
         WarningMarker.status != "entered-in-error",
     )
-    return db.session.scalar(select(or_(involved(agency_id, household_id), issued))) is True
-
-
-def require_household_access(agency_id: str, household_id: str) -> None:
-    """Raise NotFound unless the agency may see the household (so others learn nothing)."""
-    if not can_see_household(agency_id, household_id):
+    involved_now, issuer = db.session.execute(
+        select(involved(agency_id, household_id), issued)
+    ).one()
+    if not (involved_now or issuer):
         raise NotFound("No such household among those your agency works with.")
+    return bool(involved_now)
 
 
 def active_involvement(agency_id: str, household_id: str) -> Involvement | None:

@@ -20,7 +20,6 @@ from service.database import db, utcnow
 from service.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed
 from service.incidents import IncidentReport, check_report, list_incidents, record_incident
 from service.involvements import (
-    active_involvement,
     involved,
     is_involved,
     register_involvement,
@@ -149,11 +148,10 @@ def _check_draft(
     missing = [a for a in draft.shared_with if db.session.get(Agency, a) is None or a == issuer]
     if missing:
         errors["shared_with"] = [f"Not other agencies of the partnership: {missing}"]
-    members = {p.id for p in household.members}
-    strangers = [p["member_id"] for p in draft.persons_of_concern
-                 if "member_id" in p and p["member_id"] not in members]  # fmt: skip
+    named = [p["member_id"] for p in draft.persons_of_concern if "member_id" in p]
+    strangers = set(named) - {p.id for p in household.members} if named else set()
     if strangers:
-        errors["persons_of_concern"] = [f"Not members of this household: {strangers}"]
+        errors["persons_of_concern"] = [f"Not members of this household: {sorted(strangers)}"]
     if draft.review_by is not None and not (
         today < draft.review_by <= add_months(today, MAX_REVIEW_MONTHS)
     ):
@@ -195,11 +193,10 @@ def publish_warning(
         errors["incident_ids"] = ["Not all are incidents recorded at this household."]
     if errors:
         raise InvalidInput("The warning is not valid.", errors=errors)
-    if active_involvement(issuer, household.id) is None:
-        try:
-            register_involvement(household, issuer, case_reference=None)
-        except Conflict:
-            pass  # a concurrent request registered it first: involved either way
+    try:
+        register_involvement(household, issuer, case_reference=None)
+    except Conflict:
+        pass  # already involved (or a concurrent request registered it first): either way
     incidents = cited + [
         record_incident(household, issuer, _with_categories(report, draft), today)
         for report in evidence.new_incidents

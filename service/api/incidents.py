@@ -53,7 +53,8 @@ def list_incidents() -> dict[str, Any]:
     household_id = IncidentQuerySchema().load(request.args)["household_id"]
     entry = current_entry()
     entry.target("household", household_id)  # named even when refused: probes are on record
-    require_household_access(current_caller().agency_id, household_id)
-    found, _ = readable_incidents(household_id, current_caller().agency_id)
+    agency_id = current_caller().agency_id
+    involved_now = require_household_access(agency_id, household_id)
+    found, _ = readable_incidents(household_id, agency_id, involved_now=involved_now)
     entry.returning("incident", [i.id for i in found])
     return documents.dump(IncidentListSchema, {"items": [documents.incident(i) for i in found]})
