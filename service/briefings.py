@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from service.households import get_household, list_members
+from service.households import list_members
 from service.incidents import IncidentCounts, count_recent
-from service.involvements import other_involvements, require_household_access
+from service.involvements import accessible_household, other_involvements
 from service.models.household import Household, Person
 from service.models.involvement import Involvement
 from service.models.warning import WarningMarker
 from service.vocabulary import strictest_first
-from service.warnings import household_warnings, may_see_detail, readable_incidents
+from service.warnings import household_record, may_see_detail, readable_incidents
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,11 @@ class Briefing:
 
 def brief(household_id: str, agency_id: str, today: date) -> Briefing:
     """Compose the briefing for an agency involved with the household, or a warning's issuer."""
-    involved_now = require_household_access(agency_id, household_id)
-    household = get_household(household_id)
-    every_warning = household_warnings(household_id)
-    warnings = [w for w in every_warning if w.status == "active"]
+    household, involved_now = accessible_household(agency_id, household_id)
+    record = household_record(household_id)
+    warnings = [w for w in record.warnings if w.status == "active"]
     shown = [w for w in warnings if may_see_detail(w, agency_id, involved_now)]
-    readable, withheld = readable_incidents(
-        household_id, agency_id, involved_now=involved_now, warnings=every_warning
-    )
+    readable, withheld = readable_incidents(record, agency_id, involved_now)
     covered = {incident.id for warning in warnings for incident in warning.incidents}
     return Briefing(
         household=household,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 
 from service.crypto.normalise import (
     normalise_nhs_number,
@@ -17,6 +17,7 @@ from service.crypto.normalise import (
 )
 from service.database import db, utcnow
 from service.errors import InvalidInput, NotFound
+from service.involvements import involved
 from service.keys import active_keys
 from service.models.household import PERSON_ROLES, Household, Person
 
@@ -176,11 +177,13 @@ def resolve_household(ref: HouseholdRef, agency_id: str) -> Household:
 
 @dataclass(frozen=True)
 class Match:
-    household: Household
+    household_id: str
     matched_by: str  # uprn | address | person
+    involved: bool  # the looking agency works with the household now
 
 
 def look_up(
+    agency_id: str,
     *,
     uprn: str | None = None,
     address: Address | None = None,
@@ -188,20 +191,29 @@ def look_up(
     date_of_birth: date | None = None,
     nhs_number: str | None = None,
 ) -> list[Match]:
-    """Find registered households by UPRN, address or a person living there; never create one."""
+    """Find registered households by UPRN, address or a person living there; never create one.
+
+    One query, returning ids only (a look-up shows no address), each with whether
+    ``agency_id`` works with the household now.
+    """
+    indexer = active_keys().indexer
+    condition: ColumnElement[bool]
     if uprn is not None:
-        return [Match(h, "uprn") for h in find_households_by_uprn(uprn)]
-    if address is not None:
-        return [
-            Match(h, "address") for h in find_households_by_address(address.postcode, address.line1)
-        ]
-    if nhs_number is not None:
-        people = find_people_by_nhs_number(normalise_nhs_number(nhs_number))
+        matched_by, condition = "uprn", Household.uprn_index == indexer.uprn(uprn)
+    elif address is not None:
+        index = indexer.postcode_address(address.postcode, address.line1)
+        matched_by, condition = "address", Household.postcode_line1_index == index
     else:
-        assert family_name is not None and date_of_birth is not None
-        people = find_people_by_name_and_birth_date(family_name, date_of_birth)
-    households = {person.household_id: person.household for person in people}
-    return [Match(h, "person") for h in households.values()]
+        if nhs_number is not None:
+            person = Person.nhs_number_index == indexer.nhs_number(normalise_nhs_number(nhs_number))
+        else:
+            assert family_name is not None and date_of_birth is not None
+            person = Person.name_dob_index == indexer.person(family_name, date_of_birth)
+        living_there = select(Person.household_id).where(person)
+        matched_by, condition = "person", Household.id.in_(living_there)
+    query = select(Household.id, involved(agency_id, Household.id)).where(condition)
+    rows = db.session.execute(query.order_by(Household.created_at, Household.id))
+    return [Match(household_id, matched_by, bool(now)) for household_id, now in rows]
 
 
 def list_members(household_id: str) -> list[Person]:

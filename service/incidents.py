@@ -6,8 +6,6 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from sqlalchemy import select
-
 from service.database import db, utcnow
 from service.errors import InvalidInput
 from service.models.household import Household
@@ -65,14 +63,6 @@ def record_incident(
     )
     db.session.add(incident)
     return incident
-
-
-def list_incidents(household_id: str, since: date | None = None) -> list[Incident]:
-    """Return the household's incidents, newest first (optionally only since a day)."""
-    query = select(Incident).where(Incident.household_id == household_id)
-    if since is not None:
-        query = query.where(Incident.occurred_on >= since)
-    return list(db.session.scalars(query.order_by(Incident.occurred_on.desc(), Incident.id)))
 
 
 @dataclass(frozen=True)

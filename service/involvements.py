@@ -67,21 +67,36 @@ def involvements_with(household_ids: Collection[str]) -> list[Involvement]:
     return list(db.session.scalars(query))
 
 
-def require_household_access(agency_id: str, household_id: str) -> bool:
-    """Raise NotFound unless the agency may see the household's detail (so others learn
-    nothing): it works with the household now, or it issued a warning about it (withdrawn ones
-    aside). Return whether it works with the household now, decided in the same query."""
+def _access(
+    agency_id: str, household_id: str | SQLColumnExpression[str]
+) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """Who may see a household's detail: an agency working with it now, or one that issued a
+    warning about it (withdrawn ones aside)."""
     issued = exists().where(
         WarningMarker.household_id == household_id,
         WarningMarker.issuing_agency_id == agency_id,
         WarningMarker.status != "entered-in-error",
     )
-    involved_now, issuer = db.session.execute(
-        select(involved(agency_id, household_id), issued)
-    ).one()
+    return involved(agency_id, household_id), issued
+
+
+def require_household_access(agency_id: str, household_id: str) -> bool:
+    """Raise NotFound unless the agency may see the household's detail (so others learn
+    nothing); return whether it works with the household now, decided in the same query."""
+    involved_now, issuer = db.session.execute(select(*_access(agency_id, household_id))).one()
     if not (involved_now or issuer):
         raise NotFound("No such household among those your agency works with.")
     return bool(involved_now)
+
+
+def accessible_household(agency_id: str, household_id: str) -> tuple[Household, bool]:
+    """Return the household if the agency may see its detail (NotFound otherwise, as for
+    ``require_household_access``), and whether the agency works with it now: one query."""
+    query = select(Household, *_access(agency_id, Household.id)).where(Household.id == household_id)
+    row = db.session.execute(query).first()
+    if row is None or not (row[1] or row[2]):
+        raise NotFound("No such household among those your agency works with.")
+    return row[0], bool(row[1])
 
 
 def active_involvement(agency_id: str, household_id: str) -> Involvement | None:

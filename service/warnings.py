@@ -13,21 +13,25 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
-from service.agencies import get_agency
 from service.context import RECORD_ID_PATTERN
 from service.database import db, utcnow
 from service.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed
-from service.incidents import IncidentReport, check_report, list_incidents, record_incident
+from service.incidents import IncidentReport, check_report, record_incident
 from service.involvements import (
     involved,
-    is_involved,
     register_involvement,
 )
 from service.models.agency import Agency
 from service.models.household import Household, Person
 from service.models.incident import Incident
-from service.models.warning import WarningMarker, WarningShare, WarningVersion
+from service.models.warning import (
+    WarningMarker,
+    WarningShare,
+    WarningVersion,
+    warning_incident,
+)
 from service.vocabulary import (
     CATEGORIES,
     MAX_REVIEW_MONTHS,
@@ -88,13 +92,11 @@ def may_see_detail(warning: WarningMarker, agency_id: str, is_involved: bool) ->
     return warning.handling == "involved" or agency_id in warning.shared_with
 
 
-def may_know_categories(warning: WarningMarker, agency_id: str) -> bool:
+def may_know_categories(
+    handling: str, issuing_agency_id: str, agency_id: str, shared_with_agency: bool
+) -> bool:
     """Every partner agency may know what kind of risk a warning is about, unless restricted."""
-    return (
-        warning.handling == "involved"
-        or warning.issuing_agency_id == agency_id
-        or agency_id in warning.shared_with
-    )
+    return handling == "involved" or issuing_agency_id == agency_id or shared_with_agency
 
 
 def _visible_to(agency_id: str) -> ColumnElement[bool]:
@@ -420,51 +422,59 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidInput("Bad cursor.", errors={"cursor": ["Not one we gave."]}) from error
 
 
-def active_warnings(household_ids: list[str]) -> list[WarningMarker]:
-    """Return the active warnings about any of the households, with whom they are shared (not
-    their incidents: this is for the flag view)."""
-    if not household_ids:
-        return []
-    query = select(WarningMarker).where(
-        WarningMarker.household_id.in_(household_ids), WarningMarker.status == "active"
-    )
-    query = query.options(selectinload(WarningMarker.shares)).order_by(WarningMarker.created_at)
-    return list(db.session.scalars(query))
+@dataclass(frozen=True)
+class HouseholdRecord:
+    """Every warning about a household, whatever its status, each with its incidents, and
+    every incident recorded there, newest first."""
+
+    warnings: list[WarningMarker]
+    incidents: list[Incident]
 
 
-def household_warnings(household_id: str) -> list[WarningMarker]:
-    """Return every warning about the household, whatever its status, with its incidents."""
+def household_record(household_id: str) -> HouseholdRecord:
+    """Load the household's warnings (with whom they are shared) and incidents, each incident
+    once with the warnings resting on it: three queries, however much the household holds."""
     query = select(WarningMarker).where(WarningMarker.household_id == household_id)
-    query = query.options(*_WITH_DETAIL).order_by(WarningMarker.created_at)
-    return list(db.session.scalars(query))
+    query = query.options(selectinload(WarningMarker.shares)).order_by(WarningMarker.created_at)
+    warnings = list(db.session.scalars(query))
+    links = (
+        select(Incident, warning_incident.c.warning_id)
+        .outerjoin(warning_incident, warning_incident.c.incident_id == Incident.id)
+        .where(Incident.household_id == household_id)
+        .order_by(Incident.occurred_on.desc(), Incident.id)
+    )
+    incidents: list[Incident] = []
+    resting: dict[str, list[Incident]] = {warning.id: [] for warning in warnings}
+    for incident, warning_id in db.session.execute(links):
+        if not incidents or incidents[-1] is not incident:  # an incident's rows are adjacent
+            incidents.append(incident)
+        if warning_id is not None:
+            resting[warning_id].append(incident)
+    for warning in warnings:
+        # Filled in as if loaded: the relationship's order, and nothing marked as changed.
+        rested_on = sorted(resting[warning.id], key=lambda incident: incident.occurred_on)
+        set_committed_value(warning, "incidents", rested_on)
+    return HouseholdRecord(warnings, incidents)
 
 
 def readable_incidents(
-    household_id: str,
-    agency_id: str,
-    *,
-    involved_now: bool | None = None,
-    warnings: list[WarningMarker] | None = None,
+    record: HouseholdRecord, agency_id: str, involved_now: bool
 ) -> tuple[list[Incident], list[Incident]]:
     """Return the household's incidents the agency may read, newest first, and the others:
     those only warnings it may not read (restricted, or withdrawn) rest on.
 
-    An agency always reads the incidents it recorded, and those no warning rests on. A caller
-    that has already decided involvement, or loaded ``household_warnings``, passes them on.
+    An agency always reads the incidents it recorded, and those no warning rests on.
     """
-    incidents = list_incidents(household_id)
     resting_on: dict[str, list[WarningMarker]] = {}
-    for warning in household_warnings(household_id) if warnings is None else warnings:
+    for warning in record.warnings:
         for incident in warning.incidents:
             resting_on.setdefault(incident.id, []).append(warning)
-    if involved_now is None:
-        involved_now = is_involved(agency_id, household_id)
     readable = [
-        incident for incident in incidents
+        incident for incident in record.incidents
         if incident.agency_id == agency_id or incident.id not in resting_on
         or any(may_see_detail(w, agency_id, involved_now) for w in resting_on[incident.id])
     ]  # fmt: skip
-    return readable, [incident for incident in incidents if incident not in readable]
+    return readable, [incident for incident in record.incidents if incident not in readable]
 
 
 # --- the flag view -----------------------------------------------------------------------------
@@ -480,24 +490,38 @@ class Flag:
     precautions: set[str] = field(default_factory=set)
     review_overdue: bool = False
     issuers: dict[str, Agency] = field(default_factory=dict)
-    warning_ids: list[str] = field(default_factory=list)
 
 
 def flag_view(household_ids: list[str], agency_id: str, today: date) -> dict[str, Flag]:
-    """Return each household's flag as ``agency_id`` may see it."""
+    """Return each household's flag as ``agency_id`` may see it, from one query: the active
+    warnings' flag columns, whether each is shared with the agency, and its issuer."""
     flags = {household_id: Flag() for household_id in household_ids}
-    for warning in active_warnings(household_ids):
-        flag = flags[warning.household_id]
+    if not household_ids:
+        return flags
+    shared = exists().where(
+        WarningShare.warning_id == WarningMarker.id, WarningShare.agency_id == agency_id
+    )
+    query = (
+        select(WarningMarker.household_id, WarningMarker.issuing_agency_id,
+               WarningMarker.risk_level, WarningMarker.categories, WarningMarker.precautions,
+               WarningMarker.handling, WarningMarker.review_by,
+               shared.label("shared_with_agency"), Agency)
+        .join(Agency, Agency.id == WarningMarker.issuing_agency_id)
+        .where(WarningMarker.household_id.in_(household_ids), WarningMarker.status == "active")
+        .order_by(WarningMarker.created_at, WarningMarker.id)
+    )  # fmt: skip
+    for row in db.session.execute(query):
+        flag = flags[row.household_id]
         flag.active_warnings = True
-        flag.warning_ids.append(warning.id)
-        if flag.risk_level is None or RISK_ORDER[warning.risk_level] > RISK_ORDER[flag.risk_level]:
-            flag.risk_level = warning.risk_level
-        if may_know_categories(warning, agency_id):
-            flag.categories.update(warning.category_list)
-            flag.precautions.update(warning.precaution_list)
-        flag.review_overdue = flag.review_overdue or warning.review_by < today
-        if warning.issuing_agency_id not in flag.issuers:
-            flag.issuers[warning.issuing_agency_id] = get_agency(warning.issuing_agency_id)
+        if flag.risk_level is None or RISK_ORDER[row.risk_level] > RISK_ORDER[flag.risk_level]:
+            flag.risk_level = row.risk_level
+        if may_know_categories(
+            row.handling, row.issuing_agency_id, agency_id, bool(row.shared_with_agency)
+        ):
+            flag.categories.update(row.categories.split())
+            flag.precautions.update(row.precautions.split())
+        flag.review_overdue = flag.review_overdue or row.review_by < today
+        flag.issuers.setdefault(row.issuing_agency_id, row.Agency)
     return flags
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,13 +34,20 @@ class Names:
         return issuer(self.agencies[agency_id])
 
 
-def names_for(warnings: Iterable[WarningMarker], agency_ids: Iterable[str] = ()) -> Names:
-    """Load what the documents of these warnings (and these other agencies) will name."""
+def names_for(
+    warnings: Iterable[WarningMarker],
+    agency_ids: Iterable[str] = (),
+    members: Iterable[Person] | None = None,
+) -> Names:
+    """Load what the documents of these warnings (and these other agencies) will name; a
+    caller holding the household's ``members`` already passes them instead."""
     warnings = list(warnings)
+    agencies = agencies_by_id({w.issuing_agency_id for w in warnings} | set(agency_ids))
+    if members is not None:
+        return Names(agencies, {person.id: person for person in members})
     naming_members = {
         w.household_id for w in warnings if '"member_id"' in (w.persons_of_concern or "")
     }
-    agencies = agencies_by_id({w.issuing_agency_id for w in warnings} | set(agency_ids))
     return Names(agencies, members_of(naming_members))
 
 
@@ -143,7 +151,9 @@ def warnings(records: list[WarningMarker], today: date) -> list[dict[str, Any]]:
 
 
 def briefing(value: Briefing, today: date) -> dict[str, Any]:
-    names = names_for(value.warnings + value.flagged, [i.agency_id for i in value.other_agencies])
+    names = names_for(
+        value.warnings + value.flagged, [i.agency_id for i in value.other_agencies], value.members
+    )
     return {
         "household": household(value.household),
         "members": [{**member(p), "is_child": p.role == "child"} for p in value.members],
@@ -171,5 +181,12 @@ def briefing(value: Briefing, today: date) -> dict[str, Any]:
 
 def dump(schema: type[Schema], document: Any) -> dict[str, Any]:
     """Serialise a document with its schema (dates as ISO 8601, nothing the schema lacks)."""
-    body: dict[str, Any] = schema().dump(document)
+    body: dict[str, Any] = _instance(schema).dump(document)
     return body
+
+
+@functools.cache
+def _instance(schema: type[Schema]) -> Schema:
+    # Building a schema binds every field (a measurable share of a look-up); dumping keeps no
+    # state on the instance, so one per schema class serves every request.
+    return schema()

@@ -23,7 +23,7 @@ from service.api.access import current_caller, protected
 from service.api.recording import current_entry
 from service.briefings import brief
 from service.database import today
-from service.involvements import involved_households, require_household_access
+from service.involvements import accessible_household, require_household_access
 from service.oauth.scopes import HOUSEHOLDS_READ, INVOLVEMENTS_WRITE
 from service.warnings import flag_view
 
@@ -41,17 +41,18 @@ def look_up() -> dict[str, Any]:
     to call. No names, narrative or addresses. A look-up never creates a household.
     """
     query = LookupSchema().load(request.get_json())
-    person = query.get("person", {})
-    matches = households.look_up(uprn=query.get("uprn"), address=query.get("address"), **person)
     agency_id = current_caller().agency_id
-    ids = [match.household.id for match in matches]
+    person = query.get("person", {})
+    matches = households.look_up(
+        agency_id, uprn=query.get("uprn"), address=query.get("address"), **person
+    )
+    ids = [match.household_id for match in matches]
     flags = flag_view(ids, agency_id, today())
-    involved = involved_households(agency_id, ids)
     current_entry().returning("household", ids)
     return documents.dump(LookupResultSchema, {
         "matches": [
-            {"household_id": m.household.id, "matched_by": m.matched_by,
-             "involved": m.household.id in involved, "flag": documents.flag(flags[m.household.id])}
+            {"household_id": m.household_id, "matched_by": m.matched_by, "involved": m.involved,
+             "flag": documents.flag(flags[m.household_id])}
             for m in matches
         ]
     })  # fmt: skip
@@ -62,8 +63,7 @@ def look_up() -> dict[str, Any]:
 @documented(response=HouseholdSchema)
 def read_household(household_id: str) -> dict[str, Any]:
     """Read a household your agency works with (or has warned about): UPRN and address."""
-    require_household_access(current_caller().agency_id, household_id)
-    household = households.get_household(household_id)
+    household, _ = accessible_household(current_caller().agency_id, household_id)
     current_entry().returning("household", [household.id])
     return documents.dump(HouseholdSchema, documents.household(household))
 
@@ -85,8 +85,8 @@ def list_members(household_id: str) -> dict[str, Any]:
 def add_member(household_id: str) -> tuple[dict[str, Any], int]:
     """Add someone living in the household (agencies working with it)."""
     details = MemberInputSchema().load(request.get_json())
-    require_household_access(current_caller().agency_id, household_id)
-    person = households.add_member(households.get_household(household_id), **details)
+    household, _ = accessible_household(current_caller().agency_id, household_id)
+    person = households.add_member(household, **details)
     current_entry().returning("member", [person.id])
     return documents.dump(MemberSchema, documents.member(person)), 201
 

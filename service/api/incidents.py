@@ -22,7 +22,7 @@ from service.errors import NotFound
 from service.households import find_household
 from service.involvements import is_involved, require_household_access
 from service.oauth.scopes import HOUSEHOLDS_READ, WARNINGS_WRITE
-from service.warnings import readable_incidents
+from service.warnings import household_record, readable_incidents
 
 bp = Blueprint("incidents", __name__, url_prefix="/incidents")
 
@@ -55,6 +55,6 @@ def list_incidents() -> dict[str, Any]:
     entry.target("household", household_id)  # named even when refused: probes are on record
     agency_id = current_caller().agency_id
     involved_now = require_household_access(agency_id, household_id)
-    found, _ = readable_incidents(household_id, agency_id, involved_now=involved_now)
+    found, _ = readable_incidents(household_record(household_id), agency_id, involved_now)
     entry.returning("incident", [i.id for i in found])
     return documents.dump(IncidentListSchema, {"items": [documents.incident(i) for i in found]})

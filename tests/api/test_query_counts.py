@@ -187,6 +187,32 @@ def test_statements_per_request_do_not_grow_with_the_household(
     _assert_bounded(*counted, name)
 
 
+# Round trips per request on PostgreSQL, where the audit append is one statement; SQLite's
+# append takes three more. PERFORMANCE.md: each costs ~0.6-1 ms of CPU, so a request that gains
+# one should be a deliberate change to this table, not an accident.
+STATEMENTS = {"look-up": 4, "briefing": 9, "warning read": 7, "warning list": 7}
+SQLITE_AUDIT_EXTRA = 3
+
+
+@pytest.mark.parametrize("name", list(STATEMENTS))
+def test_statements_per_request_stay_within_their_budget(
+    app: Flask, client: FlaskClient, name: str
+) -> None:
+    scene = _scene(app, client)
+    built = _build(app, scene, SMALL)
+    make = REQUESTS[name]
+    _count(app, client, scene, make(built))  # warm
+    seen = [
+        s for s in _count(app, client, scene, make(built))
+        if not s.lstrip().upper().startswith(("BEGIN", "SAVEPOINT", "RELEASE"))
+    ]  # fmt: skip
+    with app.app_context():
+        extra = SQLITE_AUDIT_EXTRA if db.engine.dialect.name == "sqlite" else 0
+    budget = STATEMENTS[name] + extra
+    shapes = "\n".join(f"  {_shape(s)}" for s in seen)
+    assert len(seen) <= budget, f"{name}: {len(seen)} statements, budget {budget}:\n{shapes}"
+
+
 def test_the_large_household_exercises_every_path(app: Flask, client: FlaskClient) -> None:
     """Guard the guard: the requests above really return ten of everything."""
     scene = _scene(app, client)
