@@ -1,0 +1,1 @@
+"""Webhook transport: Standard Webhooks signing, the SSRF guard, delivery and the retry schedule."""

@@ -1,0 +1,162 @@
+import socket
+from ipaddress import ip_address
+from typing import Any
+
+import pytest
+
+from service.webhooks.addresses import CheckedTarget, Resolve, UnsafeTarget, check_url
+
+Answer = tuple[Any, Any, Any, Any, tuple[Any, ...]]
+
+
+def resolver(names: dict[str, list[str]]) -> Resolve:
+    """Return a stand-in for getaddrinfo that knows only ``names``."""
+
+    def resolve(host: str, port: int) -> list[Answer]:
+        if host not in names:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+            for a in names[host]
+        ]
+
+    return resolve
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://169.254.169.254/", "must use https"),
+        ("http://example.com/hook", "must use https"),
+        ("ftp://example.com/hook", "must use https"),
+        ("https://169.254.169.254/latest/meta-data/", "link-local"),
+        ("https://10.0.0.1/", "private"),
+        ("https://172.16.5.4/", "private"),
+        ("https://192.168.1.1/", "private"),
+        ("https://127.0.0.1/", "loopback"),
+        ("https://[::1]/", "loopback"),
+        ("https://[::ffff:127.0.0.1]/", "loopback"),
+        ("https://[::ffff:10.0.0.1]/", "private"),
+        ("https://[::ffff:169.254.169.254]/", "link-local"),
+        ("https://100.64.0.1/", "shared"),
+        ("https://224.0.0.1/", "multicast"),
+        ("https://[ff0e::1]/", "multicast"),
+        ("https://0.0.0.0/", "unspecified"),
+        ("https://[::]/", "unspecified"),
+        ("https://[fe80::1]/", "link-local"),
+        ("https://[fd12:3456::1]/", "private"),
+        ("https://240.0.0.1/", "reserved"),
+        ("https://192.0.2.10/", "not globally routable"),
+        ("https://[2001:db8::1]/", "not globally routable"),
+        ("https://[2002:7f00:1::]/", "loopback"),  # 6to4 wrapping 127.0.0.1
+        ("https://[64:ff9b::a00:1]/", "private"),  # NAT64 wrapping 10.0.0.1
+        ("https://user:secret@example.com/", "user name or password"),
+        ("https://user@example.com/", "user name or password"),
+        ("https://example.com/hook#top", "fragment"),
+        ("https:///hook", "no host"),
+        ("https://example.com:99999/", "not valid"),
+        ("https://example.com:0/", "not valid"),
+        ("https://[::1/", "not valid"),
+        ("https://[fe80::1%25eth0]/", "zone"),
+        ("https://example.com/ho ok", "control characters"),
+        ("https://exa\nmple.com/", "control characters"),
+    ],
+)
+def test_production_refuses(url: str, reason: str) -> None:
+    with pytest.raises(UnsafeTarget) as refused:
+        check_url(url, production=True, resolve=resolver({"example.com": ["93.184.215.14"]}))
+    assert reason in refused.value.reason
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("host", ["2130706433", "127.1", "0x7f000001", "017700000001"])
+def test_odd_spellings_of_loopback_are_refused_as_the_resolver_reads_them(host: str) -> None:
+    # The real getaddrinfo reads these as 127.0.0.1 itself (inet_aton), with no DNS query.
+    with pytest.raises(UnsafeTarget, match="loopback"):
+        check_url(f"https://{host}/", production=True)
+
+
+def test_a_name_resolving_to_loopback_is_refused() -> None:
+    with pytest.raises(UnsafeTarget, match="loopback") as refused:
+        check_url(
+            "https://evil.example/hook",
+            production=True,
+            resolve=resolver({"evil.example": ["127.0.0.1"]}),
+        )
+    # The caller is told the kind of address, not the address its name resolved to.
+    assert "127.0.0.1" not in refused.value.reason
+    assert refused.value.address == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [["93.184.215.14", "10.1.2.3"], ["10.1.2.3", "93.184.215.14"], ["93.184.215.14", "fd00::1"]],
+)
+def test_one_private_answer_among_public_ones_is_refused(answers: list[str]) -> None:
+    with pytest.raises(UnsafeTarget, match="private"):
+        check_url(
+            "https://mixed.example/", production=True, resolve=resolver({"mixed.example": answers})
+        )
+
+
+def test_a_name_that_does_not_resolve_is_refused() -> None:
+    with pytest.raises(UnsafeTarget, match="does not resolve"):
+        check_url("https://nowhere.example/", production=True, resolve=resolver({}))
+
+
+def test_a_public_name_is_accepted_with_all_its_addresses() -> None:
+    answers = ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", "93.184.215.14"]
+    target = check_url(
+        "https://Hooks.Example.org/alertshare/in?agency=42",
+        production=True,
+        resolve=resolver({"hooks.example.org": answers}),
+    )
+    assert target == CheckedTarget(
+        scheme="https",
+        hostname="hooks.example.org",
+        port=443,
+        path="/alertshare/in?agency=42",
+        addresses=(ip_address(answers[0]), ip_address(answers[1])),
+    )
+    assert target.url == "https://hooks.example.org/alertshare/in?agency=42"
+
+
+def test_a_public_address_literal_needs_no_resolver() -> None:
+    target = check_url("https://93.184.215.14:8443", production=True, resolve=resolver({}))
+    assert (target.port, target.path, target.addresses) == (
+        8443,
+        "/",
+        (ip_address("93.184.215.14"),),
+    )
+
+
+def test_an_international_name_is_checked_in_its_ascii_form() -> None:
+    target = check_url(
+        "https://bücher.example/",
+        production=True,
+        resolve=resolver({"xn--bcher-kva.example": ["93.184.215.14"]}),
+    )
+    assert target.hostname == "xn--bcher-kva.example"
+
+
+def test_a_path_outside_ascii_is_percent_encoded_and_escapes_are_kept() -> None:
+    target = check_url("http://127.0.0.1/hé/a%20b?q=ü&r=1", production=False)
+    assert target.path == "/h%C3%A9/a%20b?q=%C3%BC&r=1"
+
+
+def test_development_allows_http_to_loopback() -> None:
+    target = check_url("http://127.0.0.1:8099/hook", production=False)
+    assert (target.scheme, target.hostname, target.port, target.path) == (
+        "http",
+        "127.0.0.1",
+        8099,
+        "/hook",
+    )
+    assert target.addresses == (ip_address("127.0.0.1"),)
+
+
+def test_development_still_refuses_other_schemes_and_userinfo() -> None:
+    with pytest.raises(UnsafeTarget, match="https or http"):
+        check_url("file:///etc/passwd", production=False)
+    with pytest.raises(UnsafeTarget, match="user name"):
+        check_url("http://me:pw@127.0.0.1/", production=False)
