@@ -10,6 +10,7 @@ from service.database import db, utcnow
 from service.errors import InvalidInput
 from service.models.household import Household
 from service.models.incident import Incident
+from service.notifications import incident_recorded
 from service.vocabulary import (
     CATEGORIES,
     CUMULATIVE_AGENCIES,
@@ -62,6 +63,17 @@ def record_incident(
         recorded_at=utcnow(),
     )
     db.session.add(incident)
+    return incident
+
+
+def report_incident(
+    household: Household, agency_id: str, report: IncidentReport, today: date
+) -> Incident:
+    """Record an incident reported on its own, and tell the other agencies working with the
+    household. (Incidents reported with a warning are announced by the warning: one resting on
+    a restricted warning must not reach agencies the warning is not shared with.)"""
+    incident = record_incident(household, agency_id, report, today)
+    incident_recorded(incident)
     return incident
 
 

@@ -13,6 +13,7 @@ from service.errors import Conflict, NotFound
 from service.models.household import Household
 from service.models.involvement import Involvement
 from service.models.warning import WarningMarker
+from service.notifications import involvement_added
 
 
 def involved(
@@ -139,6 +140,7 @@ def register_involvement(
             db.session.add(involvement)
     except IntegrityError as error:
         raise Conflict("Your agency already works with this household.") from error
+    involvement_added(involvement)
     return involvement
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from service.database import db
+from service.outbox import write_pending
 
 
 @contextmanager
@@ -18,6 +19,7 @@ def unit_of_work() -> Iterator[None]:
     session = db.session
     try:
         yield
+        write_pending(session())  # the events the work caused, in its transaction
         session.commit()
     except BaseException:
         session.rollback()

@@ -32,6 +32,7 @@ from service.models.warning import (
     WarningVersion,
     warning_incident,
 )
+from service.notifications import warning_changed
 from service.vocabulary import (
     CATEGORIES,
     MAX_REVIEW_MONTHS,
@@ -331,6 +332,7 @@ def _keep_version(warning: WarningMarker, change: str, agency_id: str) -> None:
             snapshot=json.dumps(snapshot(warning), default=str),
         )
     )  # fmt: skip
+    warning_changed(warning, change)  # every version is announced, in the same unit of work
 
 
 def snapshot(warning: WarningMarker) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from service.api.recording import current_entry
 from service.briefings import brief
 from service.database import today
 from service.involvements import accessible_household, require_household_access
+from service.notifications import warnings_read
 from service.oauth.scopes import HOUSEHOLDS_READ, INVOLVEMENTS_WRITE
 from service.warnings import flag_view
 
@@ -110,6 +111,7 @@ def briefing(household_id: str) -> dict[str, Any]:
     """The pre-visit briefing: who lives there, what happened, what precautions to take, who
     else is involved, and the questions to ask yourself before you go."""
     value = brief(household_id, current_caller().agency_id, today())
+    warnings_read(value.warnings, current_caller().agency_id, today())
     entry = current_entry()
     entry.returning("household", [household_id])
     entry.returning("member", [m.id for m in value.members])

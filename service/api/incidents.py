@@ -37,7 +37,7 @@ def record_incident() -> tuple[dict[str, Any], int]:
     household = find_household(ref)
     if household is None or not is_involved(agency_id, household.id):
         raise NotFound("No such household among those your agency works with.")
-    incident = incidents.record_incident(household, agency_id, report, today())
+    incident = incidents.report_incident(household, agency_id, report, today())
     entry = current_entry()
     entry.returning("incident", [incident.id])
     entry.returning("household", [household.id])

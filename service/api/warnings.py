@@ -25,6 +25,7 @@ from service.database import today
 from service.errors import PreconditionRequired
 from service.households import resolve_household
 from service.models.warning import WarningMarker
+from service.notifications import warnings_read
 from service.oauth.scopes import HOUSEHOLDS_READ, WARNINGS_WRITE
 
 bp = Blueprint("warnings", __name__, url_prefix="/warnings")
@@ -100,6 +101,7 @@ def list_warnings() -> dict[str, Any]:
     )
     shown = documents.warnings(page, today())
     _record_shown(shown)
+    warnings_read(page, current_caller().agency_id, today())
     return documents.dump(WarningPageSchema, {"items": shown, "next": cursor})
 
 
@@ -108,7 +110,9 @@ def list_warnings() -> dict[str, Any]:
 @documented(response=WarningSchema, etag=True)
 def read_warning(warning_id: str) -> Response:
     """Read a warning in detail, with its ETag (send it as If-Match to change it)."""
-    return _answer(warnings.get_visible_warning(warning_id, current_caller().agency_id))
+    warning = warnings.get_visible_warning(warning_id, current_caller().agency_id)
+    warnings_read([warning], current_caller().agency_id, today())
+    return _answer(warning)
 
 
 @bp.patch("/<warning_id>")
@@ -131,6 +135,7 @@ def change_warning(warning_id: str) -> Response:
 def list_versions(warning_id: str) -> dict[str, Any]:
     """Every version of the warning, oldest first."""
     warning = warnings.get_visible_warning(warning_id, current_caller().agency_id)
+    warnings_read([warning], current_caller().agency_id, today())
     shown = [documents.warning_version(v) for v in warnings.list_versions(warning)]
     entry = current_entry()
     entry.returning("household", [warning.household_id])
