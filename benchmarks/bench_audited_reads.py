@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from typing import Any
 from gunicorn.config import Config as GunicornConfig
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from support import free_port, recreate_database  # benchmarks/support.py
 
 from service import agencies as use_cases
 from service import clients, create_app, migrate
@@ -80,18 +80,6 @@ class BenchTimeout(Exception):
 
 def _admin(url: str) -> Any:
     return create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-
-
-def _recreate_database(url: str, drop_only: bool = False) -> None:
-    name = make_url(url).database
-    admin = _admin(url)
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            if not drop_only:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
 
 
 def seed(url: str, data_dir: Path, agencies: int) -> str:
@@ -150,12 +138,6 @@ def audit_head(url: str) -> int:
 
 
 # --- servers ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
@@ -404,11 +386,11 @@ def main() -> None:
     try:
         with time_budget(budget):
             if not args.sqlite:
-                _recreate_database(url)
+                recreate_database(url)
             bench(args, url, data_dir)
     finally:
         if not args.sqlite and not args.keep:
-            _recreate_database(url, drop_only=True)
+            recreate_database(url, drop_only=True)
         if args.keep:
             print(f"kept {url} and logs in {data_dir}", file=sys.stderr)
         else:

@@ -69,7 +69,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -86,8 +85,9 @@ from typing import Any
 
 import psycopg
 from gunicorn.config import Config as GunicornConfig
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
+from support import free_port, recreate_database  # benchmarks/support.py
 
 from service import agencies, clients, create_app, migrate
 from service.crypto import generate_keyring, save_keyring
@@ -399,18 +399,6 @@ def prepare(url: str, data_dir: Path, keyring: str) -> str:
                 engine.dispose()
 
 
-def recreate_database(url: str, drop_only: bool = False) -> None:
-    name = make_url(url).database
-    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            if not drop_only:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
-
-
 def seed_alertshare(url: str, data_dir: Path, households: int, jobs: int) -> str:
     """A fresh database with ``households`` seeded; return the caller's token."""
     keyring = str(data_dir / "keyring.json")
@@ -476,12 +464,6 @@ def _publish_body(p: Plan, today: date) -> str:
 
 
 # --- servers ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from service.webhooks.schedule import DEFAULT_SCHEDULE
+
 DEVELOPMENT_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
 MODES = ("development", "production")
 
@@ -25,10 +27,20 @@ DEFAULTS: dict[str, Any] = {
     "TRUSTED_PROXIES": 0,  # how many reverse proxies set X-Forwarded-For in front of us
     # Only benchmarks switch auditing off, to measure its cost; production refuses to.
     "AUDIT": True,
+    # The delivery worker: seconds between webhook retries (comma-separated; the last step ends
+    # the schedule, then the delivery is dead-lettered) and each attempt's time limit.
+    "DELIVERY_SCHEDULE": ",".join(f"{step:g}" for step in DEFAULT_SCHEDULE),
+    "DELIVERY_TIMEOUT": 5.0,
+    # warning.published events nobody acknowledged within this many hours are listed to chase.
+    "UNACKNOWLEDGED_AFTER_HOURS": 24,
 }
 
 # Environment values arrive as strings; these keys are converted to int.
-_INT_KEYS = {"TOKEN_EXPIRES_IN", "MAX_CONTENT_LENGTH", "UNUSUAL_READS_PER_HOUR", "TRUSTED_PROXIES"}
+_INT_KEYS = {
+    "TOKEN_EXPIRES_IN", "MAX_CONTENT_LENGTH", "UNUSUAL_READS_PER_HOUR", "TRUSTED_PROXIES",
+    "UNACKNOWLEDGED_AFTER_HOURS",
+}  # fmt: skip
+_FLOAT_KEYS = {"DELIVERY_TIMEOUT"}
 _BOOL_KEYS = {"AUDIT"}
 
 
@@ -39,6 +51,8 @@ class ConfigError(RuntimeError):
 def _convert(key: str, value: str) -> Any:
     if key in _INT_KEYS:
         return int(value)
+    if key in _FLOAT_KEYS:
+        return float(value)
     if key in _BOOL_KEYS:
         return value.strip().lower() not in ("0", "false", "no", "off")
     return value

@@ -10,7 +10,11 @@ from typing import Any
 from flask import g, has_request_context
 
 # Only these extra attributes reach the log line: an allow-list keeps stray data out.
-_EXTRA_FIELDS = ("method", "path", "status", "duration_ms", "agency", "client", "error_type")
+_EXTRA_FIELDS = (
+    "method", "path", "status", "duration_ms", "agency", "client", "error_type",
+    # the delivery worker's: ids and figures, never contents
+    "worker", "delivery", "notification", "webhook", "outcome", "attempts", "recorded", "seq",
+)  # fmt: skip
 
 
 class JsonFormatter(logging.Formatter):

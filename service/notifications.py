@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, tuple_
+from sqlalchemy.exc import IntegrityError
 
 from service.database import db, utcnow
 from service.errors import NotFound
@@ -102,10 +103,10 @@ def warnings_read(warnings: Iterable[WarningMarker], reader: str, today: date) -
             emit(e)
 
 
-def announce_reviews_due(today: date, limit: int = 500) -> int:
+def announce_reviews_due(today: date, limit: int = 500) -> list[str]:
     """Tell issuers of active warnings whose review date has passed: once per warning and date.
 
-    Returns how many were announced (the worker's scheduler calls this until it is zero).
+    Returns the warnings announced (the worker's scheduler calls this until there are none).
     """
     # Announced already for the current review date: a review since would have updated it.
     announced = exists().where(
@@ -122,22 +123,26 @@ def announce_reviews_due(today: date, limit: int = 500) -> int:
         emit(Event("warning.review_due", frozenset({warning.issuing_agency_id}),
                    household_id=warning.household_id, warning_id=warning.id,
                    risk_level=warning.risk_level, once_key=once_key))  # fmt: skip
-    return len(due)
+    return [warning.id for warning in due]
 
 
 # --- what a notification says ------------------------------------------------------------------
 
 
-def case_references(agency_id: str, household_ids: Collection[str]) -> dict[str, str]:
-    """Return the agency's own case reference for each household it works with now."""
-    if not household_ids:
+def case_references(pairs: Collection[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Return each (agency, household) pair's own case reference, where the agency works with
+    the household now and gave one: one query for a whole feed page or delivery batch."""
+    if not pairs:
         return {}
     query = select(Involvement).where(
-        Involvement.agency_id == agency_id,
-        Involvement.household_id.in_(household_ids),
+        tuple_(Involvement.agency_id, Involvement.household_id).in_(sorted(pairs)),
         Involvement.ended_at.is_(None),
     )
-    return {i.household_id: i.case_reference for i in db.session.scalars(query) if i.case_reference}
+    return {
+        (i.agency_id, i.household_id): i.case_reference
+        for i in db.session.scalars(query)
+        if i.case_reference
+    }
 
 
 def payload(notification: Notification, case_reference: str | None) -> dict[str, Any]:
@@ -211,8 +216,8 @@ def unacknowledged(agency_id: str, older_than: timedelta, limit: int) -> list[Fe
 def _items(
     agency_id: str, rows: list[tuple[Notification, Acknowledgement | None]]
 ) -> list[FeedItem]:
-    references = case_references(agency_id, {n.household_id for n, _ in rows if n.household_id})
-    return [FeedItem(n, ack, references.get(n.household_id or "")) for n, ack in rows]
+    references = case_references({(agency_id, n.household_id) for n, _ in rows if n.household_id})
+    return [FeedItem(n, ack, references.get((agency_id, n.household_id or ""))) for n, ack in rows]
 
 
 def acknowledge(notification_id: str, agency_id: str, practitioner: str) -> FeedItem:
@@ -230,7 +235,13 @@ def acknowledge(notification_id: str, agency_id: str, practitioner: str) -> Feed
         acknowledgement = Acknowledgement(
             notification_id=notification.id, acknowledged_at=utcnow(), practitioner=practitioner
         )
-        db.session.add(acknowledgement)
+        try:
+            with db.session.begin_nested():  # two practitioners at once: the first stands
+                db.session.add(acknowledgement)
+        except IntegrityError:
+            acknowledgement = db.session.scalars(
+                select(Acknowledgement).where(Acknowledgement.notification_id == notification.id)
+            ).one()
     (item,) = _items(agency_id, [(notification, acknowledgement)])
     return item
 

@@ -6,6 +6,7 @@ import re
 import subprocess
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -15,10 +16,12 @@ from sqlalchemy.engine import make_url
 
 from service import households, involvements, key_rotation, warnings
 from service.crypto import DecryptionError
-from service.database import db
+from service.database import db, utcnow
 from service.incidents import IncidentReport
 from service.models import Agency, Household, Involvement, Person, WarningMarker, WarningVersion
-from service.models.encrypted import Personal
+from service.models.encrypted import Personal, new_id
+from service.models.notification import Acknowledgement, Notification, Webhook
+from service.notifications import acknowledge
 from service.unit_of_work import unit_of_work
 from tests.conftest import ON_POSTGRES
 from tests.factories import bearer, create_agency, create_client, get_token
@@ -46,6 +49,8 @@ PLANTED = {
     "concern_family_name": "Thistlewaite-Vondracek",
     "reason_withheld": "Disclosure endangers Persimmon siblings",
     "status_reason": "Superseded by Xanthippe review",
+    "acknowledged_by": "Ottoline Fernsby-Quartermaine",
+    "webhook_secret": "whsec_UGVyc2ltbW9uWmVwaHlyUXVpbGxmZWF0aGVyT2tvbmt3bw==",
 }
 
 
@@ -106,6 +111,20 @@ def _plant_a_warning(app: Flask, agency: str) -> None:
             household, agency, draft, warnings.Evidence((report,)), date(2026, 11, 20)
         )
         warnings.close_warning(warning, agency, PLANTED["status_reason"])
+        _plant_notifications(agency, warning)
+
+
+def _plant_notifications(agency: str, warning: Any) -> None:
+    """An acknowledged notification, and a webhook endpoint with its signing secret."""
+    told = Notification(
+        id=new_id(), agency_id=agency, type="warning.published",
+        household_id=warning.household_id, warning_id=warning.id, created_at=utcnow(),
+    )  # fmt: skip
+    db.session.add(told)
+    db.session.flush()
+    acknowledge(told.id, agency, PLANTED["acknowledged_by"])
+    db.session.add(Webhook(agency_id=agency, url="https://receiver.example.org/alerts",
+                           secret=PLANTED["webhook_secret"]))  # fmt: skip
 
 
 def _variants(value: str) -> set[bytes]:
@@ -134,6 +153,10 @@ def test_planted_values_round_trip(app: Flask) -> None:
         assert involvement.case_reference == PLANTED["case_reference"]
         assert involvement.lead_contact == PLANTED["lead_contact"]
         assert ended.ended_reason == PLANTED["ended_reason"]
+        webhook = db.session.scalars(select(Webhook)).one()
+        assert webhook.signing_secrets(utcnow()) == [PLANTED["webhook_secret"]]
+        ack = db.session.scalars(select(Acknowledgement)).one()
+        assert ack.practitioner == PLANTED["acknowledged_by"]
         warning = db.session.scalars(select(WarningMarker)).one()
         (incident,) = warning.incidents
         assert (incident.summary, incident.description, incident.crime_reference) == (

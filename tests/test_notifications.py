@@ -166,9 +166,9 @@ def test_a_passed_review_date_is_told_to_the_issuer_once(app: Flask, client: Fla
     health.involve()
     warning = social.publish()
     with app.app_context(), unit_of_work():
-        assert announce_reviews_due(TODAY + timedelta(days=400)) == 1
+        assert announce_reviews_due(TODAY + timedelta(days=400)) == [warning["id"]]
     with app.app_context(), unit_of_work():
-        assert announce_reviews_due(TODAY + timedelta(days=400)) == 0
+        assert announce_reviews_due(TODAY + timedelta(days=400)) == []
     (due,) = _notifications(app, type="warning.review_due")
     assert (due.agency_id, due.warning_id) == (social.id, warning["id"])
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from pytest_httpserver import HTTPServer
+from standardwebhooks.webhooks import Webhook
 
 from service.cli import main
 from service.crypto import generate_keyring, save_keyring
@@ -124,3 +126,73 @@ def test_alertshare_serve_in_production(env: dict[str, str], tmp_path: Path) -> 
         metadata = _call(f"{base}/.well-known/oauth-authorization-server",
                          headers={"Host": "evil.example"})  # fmt: skip
         assert metadata["token_endpoint"] == "https://as.example.org/oauth/token"
+
+
+def test_the_demo_serves_with_a_worker_that_delivers_webhooks(
+    env: dict[str, str], httpserver: HTTPServer
+) -> None:
+    """`alertshare demo` as a user runs it: the server and its delivery worker, both stopped by
+    one SIGTERM. The health visitor declares involvement; children's services' webhook gets the
+    signed `involvement.added` event."""
+    port = _free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "demo", "--port", str(port)],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    worker_pid = None
+    try:
+        printed = []
+        for line in demo.stdout:  # type: ignore[union-attr]
+            printed.append(line)
+            if line.startswith("Serving on"):
+                worker_pid = int(re.search(r"pid (\d+)", line).group(1))  # type: ignore[union-attr]
+                break
+        (children, health, *_) = re.findall(
+            r"client_id=(\S+) client_secret=(\S+)", "".join(printed)
+        )
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(lambda: _answers(f"{base}/healthz"))
+        headers = {"Content-Type": "application/json", **ACTING}
+        children_auth = {"Authorization": f"Bearer {_token(base, *children)}", **headers}
+        hook = _call(f"{base}/api/v1/webhooks", headers=children_auth, data=json.dumps({
+            "url": httpserver.url_for("/alertshare"), "event_types": ["involvement.added"],
+        }).encode())  # fmt: skip
+        httpserver.expect_request("/alertshare", method="POST").respond_with_data("", 204)
+        health_auth = {"Authorization": f"Bearer {_token(base, *health)}", **headers}
+        _call(f"{base}/api/v1/involvements", headers=health_auth, data=json.dumps({
+            "household": {"uprn": "100062123456"}, "case_reference": "HV-5521",
+            "lead_practitioner": {"name": "Sam Patel", "contact": "01634 555010"},
+        }).encode())  # fmt: skip
+        _wait_for(lambda: httpserver.log)
+        request, _ = httpserver.log[0]
+        event = Webhook(hook["secret"]).verify(request.get_data(), dict(request.headers))
+        assert event["type"] == "involvement.added"
+        assert event["data"]["agency_id"] == "medway-health-visiting"
+    finally:
+        demo.terminate()
+        assert demo.wait(timeout=20) == 0
+        demo.stdout.close()  # type: ignore[union-attr]
+    assert worker_pid is not None
+    _wait_for(lambda: not Path(f"/proc/{worker_pid}").exists() or _is_zombie(worker_pid))
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def _wait_for(condition: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)

@@ -17,7 +17,9 @@ from service.models.agency import Agency
 from service.models.household import Household, Person
 from service.models.incident import Incident
 from service.models.involvement import Involvement
+from service.models.notification import Delivery, Webhook
 from service.models.warning import WarningMarker, WarningVersion
+from service.notifications import FeedItem, payload
 from service.vocabulary import CHILDREN_PROMPT, CUMULATIVE_PROMPT, PRE_VISIT_QUESTIONS, PRECAUTIONS
 from service.warnings import Flag, members_of
 
@@ -176,6 +178,34 @@ def briefing(value: Briefing, today: date) -> dict[str, Any]:
             "by_category": value.counts.by_category, "withheld": value.counts.withheld,
             "cumulative_prompt": CUMULATIVE_PROMPT if value.counts.cumulative_prompt else None,
         },
+    }  # fmt: skip
+
+
+def notification(item: FeedItem) -> dict[str, Any]:
+    ack = item.acknowledgement
+    return {
+        **payload(item.notification, item.case_reference),
+        "acknowledged": {"practitioner": ack.practitioner, "at": ack.acknowledged_at}
+        if ack is not None else None,
+    }  # fmt: skip
+
+
+def webhook(record: Webhook) -> dict[str, Any]:
+    return {
+        "id": record.id, "url": record.url, "event_types": record.event_types.split(),
+        "created_at": record.created_at, "disabled_at": record.disabled_at,
+        "disabled_reason": record.disabled_reason,
+        "previous_secret_until": record.previous_secret_until,
+    }  # fmt: skip
+
+
+def delivery(record: Delivery, event_type: str) -> dict[str, Any]:
+    return {
+        "id": record.id, "notification_id": record.notification_id, "event_type": event_type,
+        "status": record.status, "attempts": record.attempts, "created_at": record.created_at,
+        "next_attempt_at": record.next_attempt_at if record.status == "pending" else None,
+        "last_status": record.last_status, "last_error": record.last_error,
+        "finished_at": record.finished_at,
     }  # fmt: skip
 
 

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from service.api import agencies, audit, households, incidents, involvements, openapi, warnings
+from service.api import (
+    agencies,
+    audit,
+    households,
+    incidents,
+    involvements,
+    notifications,
+    openapi,
+    warnings,
+    webhooks,
+)
 from service.api.problems import Problem
 
 PREFIX = "/api/v1"
@@ -18,8 +28,9 @@ bp = Blueprint("api_v1", __name__, url_prefix=PREFIX)
 
 @bp.before_request
 def require_json_body() -> None:
-    """Refuse request bodies that are not JSON."""
-    if request.method in BODY_METHODS and not request.is_json:
+    """Refuse request bodies that are not JSON (a POST that needs none may send none)."""
+    has_body = bool(request.content_length) or "Transfer-Encoding" in request.headers
+    if request.method in BODY_METHODS and has_body and not request.is_json:
         raise Problem(
             415,
             "unsupported-media-type",
@@ -28,5 +39,8 @@ def require_json_body() -> None:
         )
 
 
-for resource in (agencies, audit, households, incidents, involvements, openapi, warnings):
+for resource in (
+    agencies, audit, households, incidents, involvements, notifications, openapi, warnings,
+    webhooks,
+):  # fmt: skip
     bp.register_blueprint(resource.bp)

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from schemas.notification import AcknowledgementListSchema
 from schemas.openapi import documented
 from schemas.warning import (
     ReasonSchema,
@@ -25,7 +26,7 @@ from service.database import today
 from service.errors import PreconditionRequired
 from service.households import resolve_household
 from service.models.warning import WarningMarker
-from service.notifications import warnings_read
+from service.notifications import acknowledgements_of, warnings_read
 from service.oauth.scopes import HOUSEHOLDS_READ, WARNINGS_WRITE
 
 bp = Blueprint("warnings", __name__, url_prefix="/warnings")
@@ -178,3 +179,20 @@ def review(warning_id: str) -> Response:
         close_reason=body.get("reason"),
     )  # fmt: skip
     return _answer(reviewed)
+
+
+@bp.get("/<warning_id>/acknowledgements")
+@protected(HOUSEHOLDS_READ, action="warning:acknowledgements")
+@documented(response=AcknowledgementListSchema)
+def acknowledgements(warning_id: str) -> dict[str, Any]:
+    """Which agencies were told your warning was published, and which have acknowledged it
+    (issuing agency only)."""
+    warning = warnings.get_own_warning(warning_id, current_caller().agency_id)
+    told = acknowledgements_of(warning)
+    current_entry().returning("agency", [state.agency_id for state in told])
+    return documents.dump(AcknowledgementListSchema, {"items": [
+        {"agency_id": state.agency_id, "notified_at": state.notified_at,
+         "acknowledged_at": state.acknowledgement.acknowledged_at
+         if state.acknowledgement is not None else None}
+        for state in told
+    ]})  # fmt: skip

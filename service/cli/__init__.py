@@ -116,7 +116,7 @@ def main() -> None:
 
 def _register() -> None:
     # Imported for their side effect of adding commands to ``main``.
-    from service.cli import admin, audit, keys, serve  # noqa: F401
+    from service.cli import admin, audit, keys, serve, worker  # noqa: F401
 
 
 _register()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from typing import Any
 
@@ -77,8 +79,22 @@ def demo(port: int, no_serve: bool) -> None:
     base = f"http://127.0.0.1:{port}"
     _print_first_calls(credentials, household_id, base)
     if not no_serve:
-        click.echo(f"\nServing on {base} (Ctrl+C to stop)")
-        app.run(host="127.0.0.1", port=port, debug=False)
+        worker = _start_worker()
+        click.echo(f"\nServing on {base}, with a delivery worker for webhooks (pid {worker.pid}); "
+                   "Ctrl+C stops both")  # fmt: skip
+        # SIGTERM ends the demo as Ctrl+C does, so the worker is stopped with it.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+        try:
+            app.run(host="127.0.0.1", port=port, debug=False)
+        finally:
+            worker.terminate()  # SIGTERM: it finishes the delivery in hand and exits
+            worker.wait(timeout=15)
+
+
+def _start_worker() -> subprocess.Popen[bytes]:
+    """The delivery worker beside the demo server: a process of its own, as in production, with
+    the same settings and data directory (inherited environment and working directory)."""
+    return subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--poll", "0.5"])
 
 
 def _print_first_calls(credentials: list[Any], household_id: str, base: str) -> None:

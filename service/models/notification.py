@@ -136,9 +136,9 @@ class Delivery(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     locked_by: Mapped[str | None] = mapped_column(String(64), default=None)
     last_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    # What went wrong, in our words (status, timeout, refused address). The receiver's own
+    # answer is not kept: it could echo personal data, which is never stored in plaintext.
     last_error: Mapped[str | None] = mapped_column(String(300), default=None)
-    # The receiver's answer, cut short: enough to debug, not a copy of what it sent back.
-    last_excerpt: Mapped[str | None] = mapped_column(String(300), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 

@@ -33,9 +33,11 @@ _NAT64 = IPv6Network("64:ff9b::/96")
 class UnsafeTarget(ValueError):
     """A webhook URL the service will not call; ``reason`` is one line, fit for an API caller."""
 
-    def __init__(self, reason: str, *, address: str | None = None) -> None:
+    def __init__(self, reason: str, *, address: str | None = None, transient: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        # A name that does not resolve may be a resolver outage: worth retrying, not refusing.
+        self.transient = transient
         # For logs only: telling a caller what its name resolved to would map internal DNS.
         self.address = address
 
@@ -123,9 +125,9 @@ def _addresses(hostname: str, port: int, resolve: Resolve) -> tuple[IPAddress, .
         # getaddrinfo repeats each address once per socket type; keep the first of each.
         found = dict.fromkeys(ip_address(answer[4][0]) for answer in answers)
     except (OSError, UnicodeError, ValueError):
-        raise UnsafeTarget("the host name does not resolve") from None
+        raise UnsafeTarget("the host name does not resolve", transient=True) from None
     if not found:
-        raise UnsafeTarget("the host name does not resolve")
+        raise UnsafeTarget("the host name does not resolve", transient=True)
     return tuple(found)
 
 

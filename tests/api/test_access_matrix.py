@@ -59,6 +59,7 @@ POLICY = [
     ("POST",  "/warnings/<warning_id>/withdraw",                WRITE,   200, 403, 404, 404, 403),
     ("POST",  "/warnings/<warning_id>/close",                   WRITE,   200, 403, 404, 404, 403),
     ("POST",  "/warnings/<warning_id>/review",                  WRITE,   200, 403, 404, 404, 403),
+    ("GET",   "/warnings/<warning_id>/acknowledgements",        READ,    200, 403, 404, 404, 403),
 ]
 # fmt: on
 CELLS = [

@@ -189,6 +189,7 @@ class World:
             "summary": "Shouted at on the doorstep", "police_reported": False,
         })["id"]  # fmt: skip
         self.warning_id, self.version = self._publish()
+        self.webhook_id = self._register_webhook()
         # Another agency works with the family too, and warns in confidence (a flag, not detail).
         self._post("/involvements", {
             "household": {"household_id": self.household_id}, "case_reference": "HV-1",
@@ -203,6 +204,7 @@ class World:
             "incidents": [{"occurred_on": str(TODAY), "summary": "Followed to the car",
                            "police_reported": True, "crime_reference": "KE-26-1"}],
         }, auth=self.their_auth)  # fmt: skip
+        self.notification_id, self.delivery_id = self._seeded_notification()
 
     def _post(
         self, path: str, body: dict[str, Any], auth: dict[str, str] | None = None
@@ -213,6 +215,20 @@ class World:
         assert response.status_code == 201, (path, response.get_json())
         document: dict[str, Any] = response.get_json()
         return document
+
+    def _register_webhook(self) -> str:
+        webhook = self._post("/webhooks", {"url": "http://127.0.0.1:9/alerts"})
+        return str(webhook["id"])
+
+    def _seeded_notification(self) -> tuple[str, str]:
+        """A notification for the fuzzing agency (another agency's involvement was announced to
+        it) and a delivery of it to the seeded webhook."""
+        headers = {**self.auth, "X-Acting-Practitioner": "seed-1", "X-Purpose-Of-Use": "case_work"}
+        feed = self.http.get("/api/v1/notifications", headers=headers).get_json()
+        deliveries = self.http.get(
+            f"/api/v1/webhooks/{self.webhook_id}/deliveries", headers=headers
+        ).get_json()
+        return feed["items"][0]["id"], deliveries["items"][0]["id"]
 
     def _publish(self) -> tuple[str, int]:
         warning = self._post("/warnings", {
@@ -241,7 +257,9 @@ class World:
         if _choice(case) == 0:
             return
         ids = {"household_id": self.household_id, "member_id": self.member_id,
-               "warning_id": self.warning_id, "involvement_id": self.involvement_id}  # fmt: skip
+               "warning_id": self.warning_id, "involvement_id": self.involvement_id,
+               "notification_id": self.notification_id, "webhook_id": self.webhook_id,
+               "delivery_id": self.delivery_id}  # fmt: skip
         if "path" in valid and case.path_parameters:
             for name in case.path_parameters:
                 case.path_parameters[name] = ids[name]
@@ -288,6 +306,8 @@ class World:
                 self.warning_id, self.version = self._publish()
             else:
                 self.version = warning["version"]
+        if case.path_parameters.get("webhook_id") == self.webhook_id and case.method == "DELETE":
+            self.webhook_id = self._register_webhook()
         if case.path_parameters.get("involvement_id") == self.involvement_id:
             self.involvement_id = self._post("/involvements", {
                 "household": {"household_id": self.household_id}, "case_reference": "CSC-2",

@@ -65,6 +65,7 @@ from service.oauth.scopes import (
     AUDIT_READ_ALL,
     HOUSEHOLDS_READ,
     INVOLVEMENTS_WRITE,
+    NOTIFICATIONS_MANAGE,
     TOKENS_INTROSPECT,
     WARNINGS_WRITE,
 )
@@ -167,6 +168,14 @@ class Involvement:
 
 
 @dataclass
+class Hook:
+    """A webhook endpoint an agency registered."""
+
+    agency: str
+    deleted: bool = False
+
+
+@dataclass
 class Marker:
     """A warning: where it is, who issued it, who may read it, where it stands."""
 
@@ -200,6 +209,10 @@ class World:
     tokens: list[Token] = field(default_factory=list)
     cursors: set[int] = field(default_factory=set)
     pages: dict[str, str] = field(default_factory=dict)  # warnings cursor -> its page's last id
+    notifications: dict[str, str] = field(default_factory=dict)  # id -> recipient agency
+    webhooks: dict[str, Hook] = field(default_factory=dict)
+    deliveries: dict[str, str] = field(default_factory=dict)  # id -> its webhook
+    told_of_reads: dict[str, bool] = field(default_factory=dict)  # agency -> its setting
     requests: int = 0  # audited requests sent so far
 
     @property
@@ -1493,8 +1506,226 @@ def check_warnings(world: World, call: Call, response: TestResponse) -> None:
         _absorb(world, item)
 
 
+# --- notifications and webhook endpoints ---
+
+MAX_HOOKS = 10
+
+
+def _params_status(call: Call, rules: Mapping[str, Callable[[str], bool]]) -> int:
+    """400 for an unknown parameter or a value its rule refuses; else 200."""
+    params = call.params
+    if set(params) - set(rules):
+        return 400
+    return 200 if all(rules[name](value) for name, value in params.items()) else 400
+
+
+def _within(low: int, high: int) -> Callable[[str], bool]:
+    return lambda value: value.isascii() and value.isdigit() and low <= int(value) <= high
+
+
+FEED_RULES = {"after": _within(0, 10**18 - 1), "limit": _within(1, 500)}
+UNACKNOWLEDGED_RULES = {"older_than_hours": _within(0, 24 * 90), "limit": _within(1, 500)}
+DELIVERY_RULES = {"status": lambda v: v in ("pending", "delivered", "failed", "dead"),
+                  "limit": _within(1, 500)}  # fmt: skip
+
+
+def feed_query(world: World) -> st.SearchStrategy[dict[str, str]]:
+    valid = _some_of({"after": st.integers(0, 40).map(str), "limit": st.integers(1, 4).map(str)})
+    return _maybe_invalid(valid, ({"after": "-1"}, {"limit": "0"}, {"limit": "501"},
+                                  {"colour": "red"}))  # fmt: skip
+
+
+def unacknowledged_query(world: World) -> st.SearchStrategy[dict[str, str]]:
+    valid = _some_of({"older_than_hours": st.integers(0, 48).map(str),
+                      "limit": st.integers(1, 4).map(str)})  # fmt: skip
+    return _maybe_invalid(valid, ({"older_than_hours": "-1"}, {"limit": "0"}, {"colour": "red"}))
+
+
+def delivery_query(world: World) -> st.SearchStrategy[dict[str, str]]:
+    valid = _some_of({"status": st.sampled_from(["pending", "dead"]),
+                      "limit": st.integers(1, 4).map(str)})  # fmt: skip
+    return _maybe_invalid(valid, ({"status": "lost"}, {"limit": "0"}, {"colour": "red"}))
+
+
+def _notification_pairs(doc: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    data = doc["data"]
+    return [("notification", doc["id"]), ("household", data.get("household_id")),
+            ("warning", data.get("warning_id"))]  # fmt: skip
+
+
+def notifications_returned(response: TestResponse) -> dict[str, set[str]]:
+    items = response.get_json()["items"]
+    return _collect(pair for item in items for pair in _notification_pairs(item))
+
+
+def notification_returned(response: TestResponse) -> dict[str, set[str]]:
+    return _collect(_notification_pairs(response.get_json()))
+
+
+def check_feed(world: World, call: Call, response: TestResponse) -> None:
+    """The caller's own notifications (learnt here, for acknowledging); the next cursor moves
+    on from the one given, never back."""
+    page = _doc(response)
+    for item in page["items"]:
+        world.notifications[item["id"]] = _agency(call)
+    assert int(page["next"]) >= int(call.params.get("after", "0"))
+    assert (page["items"] == []) == (page["next"] == call.params.get("after", "0"))
+
+
+def check_unacknowledged(world: World, call: Call, response: TestResponse) -> None:
+    for item in _doc(response)["items"]:
+        assert item["type"] == "warning.published" and item["acknowledged"] is None
+        world.notifications[item["id"]] = _agency(call)
+
+
+def notification_path(world: World, agency: str | None) -> st.SearchStrategy[dict[str, str]]:
+    mine = [n for n, owner in world.notifications.items() if owner == agency]
+    return st.fixed_dictionaries({"notification_id": pick(mine, world.notifications)})
+
+
+def acknowledged_status(world: World, call: Call) -> int:
+    return 200 if world.notifications.get(call.ids["notification_id"]) == _agency(call) else 404
+
+
+def check_acknowledged(world: World, call: Call, response: TestResponse) -> None:
+    assert _doc(response)["acknowledged"]["practitioner"] in PRACTITIONERS
+
+
+def settings_body(
+    world: World, agency: str | None, ids: Mapping[str, str]
+) -> st.SearchStrategy[Body]:
+    return st.booleans().map(lambda told: Body({"warning_accessed": told}))
+
+
+def settings_changed(world: World, call: Call, response: TestResponse) -> None:
+    world.told_of_reads[_agency(call)] = _body(call).json["warning_accessed"]
+    assert _doc(response) == _body(call).json
+
+
+def check_settings(world: World, call: Call, response: TestResponse) -> None:
+    assert _doc(response) == {"warning_accessed": world.told_of_reads.get(_agency(call), True)}
+
+
+def _live_hooks(world: World, agency: str | None) -> list[str]:
+    return [h for h, hook in world.webhooks.items() if hook.agency == agency and not hook.deleted]
+
+
+@st.composite
+def webhook_body(draw: st.DrawFn, world: World, agency: str | None,
+                 ids: Mapping[str, str]) -> Body:  # fmt: skip
+    body: dict[str, Any] = {"url": f"http://127.0.0.1:9/{draw(st.integers(0, 99))}"}
+    if draw(st.booleans()):
+        body["event_types"] = draw(_codes(("warning.published", "incident.recorded"), 0))
+    return Body(body)
+
+
+def webhook_created_status(world: World, call: Call) -> int:
+    if _body(call).invalid:
+        return 400
+    return 409 if len(_live_hooks(world, _agency(call))) >= MAX_HOOKS else 201
+
+
+def webhook_created(world: World, call: Call, response: TestResponse) -> None:
+    doc = _doc(response)
+    assert doc["secret"].startswith("whsec_") and doc["url"] == _body(call).json["url"]
+    world.webhooks[doc["id"]] = Hook(_agency(call))
+
+
+def webhook_path(world: World, agency: str | None) -> st.SearchStrategy[dict[str, str]]:
+    return st.fixed_dictionaries({"webhook_id": pick(_live_hooks(world, agency), world.webhooks)})
+
+
+@st.composite
+def delivery_path(draw: st.DrawFn, world: World, agency: str | None) -> dict[str, str]:
+    webhook_id = draw(webhook_path(world, agency))["webhook_id"]
+    own = [d for d, hook in world.deliveries.items() if hook == webhook_id]
+    return {"webhook_id": webhook_id, "delivery_id": draw(pick(own, world.deliveries))}
+
+
+def webhook_status(world: World, call: Call, found: int = 200) -> int:
+    hook = world.webhooks.get(call.ids["webhook_id"])
+    mine = hook is not None and hook.agency == _agency(call) and not hook.deleted
+    return found if mine else 404
+
+
+def rotate_body(
+    world: World, agency: str | None, ids: Mapping[str, str]
+) -> st.SearchStrategy[Body]:
+    return st.sampled_from([{}, {"overlap_hours": 0}, {"overlap_hours": 48}]).map(Body)
+
+
+def rotated_status(world: World, call: Call) -> int:
+    return 400 if _body(call).invalid else webhook_status(world, call)
+
+
+def deliveries_status(world: World, call: Call) -> int:
+    return _params_status(call, DELIVERY_RULES) if webhook_status(world, call) == 200 else (
+        400 if _params_status(call, DELIVERY_RULES) == 400 else 404)  # fmt: skip
+
+
+def replay_status(world: World, call: Call) -> int:
+    """Nothing is dead here (no worker runs): a delivery found is still pending, a 409."""
+    if webhook_status(world, call) == 404:
+        return 404
+    return 409 if world.deliveries.get(call.ids["delivery_id"]) == call.ids["webhook_id"] else 404
+
+
+def check_webhooks(world: World, call: Call, response: TestResponse) -> None:
+    assert {item["id"] for item in _doc(response)["items"]} == set(
+        _live_hooks(world, _agency(call))
+    )
+
+
+def webhook_deleted(world: World, call: Call, response: TestResponse) -> None:
+    world.webhooks[call.ids["webhook_id"]].deleted = True
+
+
+def delivery_queued(world: World, call: Call, response: TestResponse) -> None:
+    doc = _doc(response)
+    assert (doc["event_type"], doc["status"]) == ("webhook.test", "pending")
+    world.deliveries[doc["id"]] = call.ids["webhook_id"]
+
+
+def check_deliveries(world: World, call: Call, response: TestResponse) -> None:
+    for item in _doc(response)["items"]:
+        world.deliveries[item["id"]] = call.ids["webhook_id"]
+
+
+def webhooks_returned(response: TestResponse) -> dict[str, set[str]]:
+    return {"webhook": {item["id"] for item in response.get_json()["items"]}}
+
+
+def webhook_returned(response: TestResponse) -> dict[str, set[str]]:
+    return {"webhook": {response.get_json()["id"]}}
+
+
+def _deliveries_shown(items: list[dict[str, Any]]) -> dict[str, set[str]]:
+    pairs = [("delivery", item["id"]) for item in items]
+    return _collect(pairs + [("notification", item["notification_id"]) for item in items])
+
+
+def delivery_returned(response: TestResponse) -> dict[str, set[str]]:
+    return _deliveries_shown([response.get_json()])
+
+
+def deliveries_returned(response: TestResponse) -> dict[str, set[str]]:
+    return _deliveries_shown(response.get_json()["items"])
+
+
+def acknowledgements_returned(response: TestResponse) -> dict[str, set[str]]:
+    return _collect(("agency", item["agency_id"]) for item in response.get_json()["items"])
+
+
+def acknowledgements_status(world: World, call: Call) -> int:
+    warning = world.warnings.get(call.ids["warning_id"])
+    if warning is None or not world.may_read(_agency(call), warning):
+        return 404
+    return 200 if warning.issuer == _agency(call) else 403
+
+
 AUDITORS = (AUDIT_READ, AUDIT_READ_ALL)
 READ, WRITE, INVOLVE = (HOUSEHOLDS_READ,), (WARNINGS_WRITE,), (INVOLVEMENTS_WRITE,)
+MANAGE = (NOTIFICATIONS_MANAGE,)
 HOUSEHOLD = "/api/v1/households/<household_id>"
 WARNING = "/api/v1/warnings/<warning_id>"
 BAD_REASONS = (_without("reason"), _with("reason", ""))
@@ -1587,6 +1818,48 @@ API_CALLS: tuple[ApiCall, ...] = (
             path_ids=involvement_path, body=spoilable(reason_body, *BAD_REASONS),
             status=involvement_ended_status, returned=involvement_returned,
             check=involvement_ended),
+    ApiCall("GET", f"{WARNING}/acknowledgements", "warning:acknowledgements", READ,
+            path_ids=warning_path, actors=issuers, status=acknowledgements_status,
+            returned=acknowledgements_returned),
+    # notifications and webhook endpoints
+    ApiCall("GET", "/api/v1/notifications", "notification:list", READ, query=feed_query,
+            status=lambda w, c: _params_status(c, FEED_RULES), returned=notifications_returned,
+            check=check_feed),
+    ApiCall("GET", "/api/v1/notifications/unacknowledged", "notification:unacknowledged", READ,
+            query=unacknowledged_query, status=lambda w, c: _params_status(c, UNACKNOWLEDGED_RULES),
+            returned=notifications_returned, check=check_unacknowledged),
+    ApiCall("POST", "/api/v1/notifications/<notification_id>/ack", "notification:ack", READ,
+            path_ids=notification_path, status=acknowledged_status,
+            returned=notification_returned, check=check_acknowledged),
+    ApiCall("PUT", "/api/v1/notifications/settings", "notification:settings", MANAGE,
+            body=spoilable(settings_body, _without("warning_accessed"),
+                           _with("warning_accessed", "yes")),
+            status=lambda w, c: 400 if _body(c).invalid else 200, check=settings_changed),
+    ApiCall("GET", "/api/v1/notifications/settings", "notification:settings-read",
+            MANAGE + READ, check=check_settings),
+    ApiCall("POST", "/api/v1/webhooks", "webhook:create", MANAGE,
+            body=spoilable(webhook_body, _with("url", "ftp://example.org/x"),
+                           _with("url", "not a url"), _with("event_types", ["warning.exploded"])),
+            status=webhook_created_status, returned=webhook_returned, check=webhook_created),
+    ApiCall("GET", "/api/v1/webhooks", "webhook:list", MANAGE, returned=webhooks_returned,
+            check=check_webhooks),
+    ApiCall("GET", "/api/v1/webhooks/<webhook_id>", "webhook:read", MANAGE,
+            path_ids=webhook_path, status=webhook_status, returned=webhook_returned),
+    ApiCall("POST", "/api/v1/webhooks/<webhook_id>/rotate-secret", "webhook:rotate-secret",
+            MANAGE, path_ids=webhook_path,
+            body=spoilable(rotate_body, _with("overlap_hours", 500), _with("overlap_hours", "2")),
+            status=rotated_status, returned=webhook_returned),
+    ApiCall("POST", "/api/v1/webhooks/<webhook_id>/test", "webhook:test", MANAGE,
+            path_ids=webhook_path, status=lambda w, c: webhook_status(w, c, 202),
+            returned=delivery_returned, check=delivery_queued),
+    ApiCall("GET", "/api/v1/webhooks/<webhook_id>/deliveries", "webhook:deliveries", MANAGE,
+            path_ids=webhook_path, query=delivery_query, status=deliveries_status,
+            returned=deliveries_returned, check=check_deliveries),
+    ApiCall("POST", "/api/v1/webhooks/<webhook_id>/deliveries/<delivery_id>/replay",
+            "webhook:replay", MANAGE, path_ids=delivery_path, status=replay_status),
+    ApiCall("DELETE", "/api/v1/webhooks/<webhook_id>", "webhook:delete", MANAGE,
+            path_ids=webhook_path, status=lambda w, c: webhook_status(w, c, 204),
+            check=webhook_deleted),
     # the auditors'
     ApiCall("GET", "/api/v1/audit/events", "audit:search", AUDITORS, query=event_filters,
             status=_valid_filters, returned=_returned_seqs, check=_check_events),

@@ -99,9 +99,13 @@ def test_one_private_answer_among_public_ones_is_refused(answers: list[str]) -> 
         )
 
 
-def test_a_name_that_does_not_resolve_is_refused() -> None:
-    with pytest.raises(UnsafeTarget, match="does not resolve"):
+def test_a_name_that_does_not_resolve_is_refused_for_now() -> None:
+    with pytest.raises(UnsafeTarget, match="does not resolve") as refused:
         check_url("https://nowhere.example/", production=True, resolve=resolver({}))
+    assert refused.value.transient  # a resolver outage: the worker retries
+    with pytest.raises(UnsafeTarget) as private:
+        check_url("https://10.0.0.1/", production=True, resolve=resolver({}))
+    assert not private.value.transient
 
 
 def test_a_public_name_is_accepted_with_all_its_addresses() -> None:

@@ -122,7 +122,6 @@ def upgrade() -> None:
         sa.Column("locked_by", sa.String(length=64), nullable=True),
         sa.Column("last_status", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.String(length=300), nullable=True),
-        sa.Column("last_excerpt", sa.String(length=300), nullable=True),
         sa.Column("finished_at", service.database.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["notification_id"],

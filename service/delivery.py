@@ -1,0 +1,355 @@
+"""Use cases of the delivery worker: claim due webhook deliveries, send each, record the result.
+
+The outbox (``service.outbox``) leaves one ``pending`` delivery per notification and webhook
+endpoint. A worker ``claim_jobs`` a batch (a lease: ``locked_by`` and ``locked_until``, and what
+each delivery sends, committed before anything is sent), then ``send``s each: POST it with no
+transaction open, then record the answer in one unit of work with its audit entry. Delivery is
+at least once: a worker killed after sending but before recording leaves a lease that expires,
+and another worker sends again with the same ``webhook-id`` (the notification id), which
+receivers use to drop the duplicate.
+
+Statuses: ``pending`` (due at ``next_attempt_at``), ``delivered``, ``failed`` (the receiver or
+its endpoint refused for good: 4xx, 410, disabled, an unsafe address) and ``dead`` (retried
+through the whole schedule). A replay makes a delivery ``pending`` again with ``attempts`` 0,
+``first_attempt_at`` None and ``next_attempt_at`` now; the next claim takes it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+
+from service.audit.append import append
+from service.audit.entry import PendingEntry
+from service.crypto import DecryptionError
+from service.database import db, utcnow
+from service.models.notification import Delivery, Notification, Webhook
+from service.notifications import case_references, payload
+from service.outbox import Event, emit
+from service.unit_of_work import unit_of_work
+from service.webhooks.addresses import CheckedTarget, UnsafeTarget, check_url
+from service.webhooks.schedule import DEFAULT_SCHEDULE, delay_after_failure
+from service.webhooks.signing import sign
+from service.webhooks.transport import Attempt, deliver
+
+AUDIT_CLIENT = "alertshare-worker"
+AUDIT_ACTION = "delivery:attempt"
+_TEXT_CHARS = 300  # the width of last_error
+# Seconds a lease must have left beyond the send's own timeout when sending starts.
+RECORD_SECONDS = 2.0
+# At most this long to resolve a receiver's name (getaddrinfo itself has no time limit).
+RESOLVE_SECONDS = 2.0
+_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
+
+
+@dataclass(frozen=True)
+class AttemptReport:
+    """What one ``attempt`` did, for the worker's log: ids and figures, never contents.
+
+    ``outcome``: ``delivered``, ``retry`` (scheduled again), ``dead`` (schedule exhausted),
+    ``failed`` (refused for good), ``gone`` (410: the endpoint is now disabled), or ``skipped``
+    (nothing sent: the delivery is no longer pending or no longer leased to this worker).
+    ``recorded`` is False when the lease was lost while sending, so another worker owns it.
+    """
+
+    delivery_id: str
+    outcome: str
+    notification_id: str | None = None
+    webhook_id: str | None = None
+    status: int | None = None
+    attempts: int = 0
+    elapsed_ms: int = 0
+    error: str | None = None
+    recorded: bool = True
+
+
+@dataclass(frozen=True)
+class Job:
+    """One leased delivery, ready to send: plain values read in the claim's transaction."""
+
+    delivery_id: str
+    notification_id: str
+    webhook_id: str
+    agency_id: str
+    url: str
+    body: bytes
+    leased_until: datetime
+
+    def may_send(self, now: datetime, timeout: float) -> bool:
+        """Say whether the lease outlasts a send started now and its recording; past that,
+        another worker may claim the delivery while this one is still sending it."""
+        budget = RESOLVE_SECONDS + timeout + RECORD_SECONDS
+        return now + timedelta(seconds=budget) < self.leased_until
+
+
+def parse_schedule(text: str | Sequence[float] | None) -> tuple[float, ...]:
+    """Return a retry schedule from ``DELIVERY_SCHEDULE`` (comma-separated seconds)."""
+    if text is None or text == "":
+        return DEFAULT_SCHEDULE
+    if not isinstance(text, str):
+        steps = tuple(float(step) for step in text)
+    else:
+        steps = tuple(float(step) for step in text.split(",") if step.strip())
+    if not steps or any(step <= 0 for step in steps):
+        raise ValueError("a delivery schedule needs one or more positive numbers of seconds")
+    return steps
+
+
+def claim_jobs(worker_id: str, batch: int, lease_seconds: float, now: datetime) -> list[Job]:
+    """Lease up to ``batch`` due deliveries to ``worker_id``, oldest due first, and read what
+    each sends, in one unit of work committed before anything is sent.
+
+    Due: pending, ``next_attempt_at`` reached, and no live lease. PostgreSQL skips rows another
+    worker's claim holds (``SKIP LOCKED``); SQLite needs nothing more, since each of its
+    transactions begins IMMEDIATE and so runs alone. One transaction per batch, not per
+    delivery: the round trips, not the CPU, bound a single worker's rate.
+    """
+    until = now + timedelta(seconds=lease_seconds)
+    with unit_of_work():
+        return _jobs(_claim(worker_id, batch, until, now), until, now)
+
+
+def _claim(worker_id: str, batch: int, until: datetime, now: datetime) -> list[str]:
+    query = (
+        select(Delivery.id)
+        .where(
+            Delivery.status == "pending",
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+        )
+        .order_by(Delivery.next_attempt_at)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(db.session.scalars(query))
+    if ids:
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(locked_until=until, locked_by=worker_id)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+def release(worker_id: str, delivery_ids: Sequence[str]) -> int:
+    """Give back leases not used (a worker stopping mid-batch), so any worker may claim them
+    at once rather than when the lease runs out; return how many were released."""
+    if not delivery_ids:
+        return 0
+    with unit_of_work():
+        result = db.session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(delivery_ids),
+                Delivery.locked_by == worker_id,
+                Delivery.status == "pending",
+            )
+            .values(locked_until=None, locked_by=None)
+            .execution_options(synchronize_session=False)
+        )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def send(
+    job: Job,
+    worker_id: str,
+    *,
+    production: bool,
+    schedule: Sequence[float] = DEFAULT_SCHEDULE,
+    timeout: float = 5.0,
+) -> AttemptReport:
+    """Check the endpoint, sign and POST ``job``'s body, then record the result in one unit of
+    work with its audit entry. No transaction is open while the receiver is called."""
+    # The endpoint as it stands now, not at the claim: one disabled (a 410 to an earlier
+    # delivery of the batch), deleted or re-keyed since must not be sent the old way.
+    refusal, secrets = _endpoint_now(job.webhook_id)
+    if refusal is not None:
+        return _record(job, worker_id, None, refusal, schedule)
+    try:
+        target: CheckedTarget = _check_in_time(job.url, production)
+    except UnsafeTarget as unsafe:
+        if unsafe.transient:
+            result = Attempt("retry", None, unsafe.reason, "", None, 0)
+            return _record(job, worker_id, result, None, schedule)
+        return _record(job, worker_id, None, f"unsafe endpoint: {unsafe.reason}", schedule)
+    # A fresh timestamp and signature on every attempt; the id stays the notification's.
+    headers = sign(secrets, job.notification_id, utcnow(), job.body)
+    result = deliver(target, job.body, headers, timeout=timeout)
+    return _record(job, worker_id, result, None, schedule)
+
+
+def _endpoint_now(webhook_id: str) -> tuple[str | None, tuple[str, ...]]:
+    """Read the endpoint afresh: why not to send to it (or None), and the secrets that sign."""
+    with unit_of_work():
+        query = select(Webhook).where(Webhook.id == webhook_id)
+        webhook = db.session.scalars(query.execution_options(populate_existing=True)).one()
+        if webhook.deleted_at is not None or webhook.disabled_at is not None:
+            return "endpoint disabled", ()
+        try:
+            return None, tuple(webhook.signing_secrets(utcnow()))
+        except DecryptionError:  # logged by the caller's outcome; retrying would not help
+            return "the endpoint's signing secret cannot be opened", ()
+
+
+def _check_in_time(url: str, production: bool) -> CheckedTarget:
+    """``check_url`` with a deadline on the name look-up; a slow resolver counts as one that
+    does not answer (retried later), so a lease is never outrun."""
+    future = _resolver.submit(check_url, url, production=production)
+    try:
+        return future.result(timeout=RESOLVE_SECONDS)
+    except FuturesTimeout:
+        raise UnsafeTarget("the host name did not resolve in time", transient=True) from None
+
+
+def _jobs(ids: list[str], leased_until: datetime, now: datetime) -> list[Job]:
+    """Read what each delivery sends: two queries however many there are."""
+    if not ids:
+        return []
+    rows = db.session.execute(
+        select(Delivery, Notification, Webhook)
+        .join(Notification, Notification.id == Delivery.notification_id)
+        .join(Webhook, Webhook.id == Delivery.webhook_id)
+        .where(Delivery.id.in_(ids))
+    )
+    found = {delivery.id: (notification, webhook) for delivery, notification, webhook in rows}
+    references = case_references(
+        {(n.agency_id, n.household_id) for n, _ in found.values() if n.household_id}
+    )
+    jobs = []
+    for delivery_id in ids:  # in claim order: oldest due first
+        notification, webhook = found[delivery_id]
+        reference = references.get((notification.agency_id, notification.household_id or ""))
+        body = json.dumps(
+            payload(notification, reference), separators=(",", ":"), default=_json_value
+        ).encode("utf-8")
+        jobs.append(
+            Job(
+                delivery_id=delivery_id,
+                notification_id=notification.id,
+                webhook_id=webhook.id,
+                agency_id=webhook.agency_id,
+                url=webhook.url,
+                body=body,
+                leased_until=leased_until,
+            )
+        )
+    return jobs
+
+
+def _record(
+    job: Job,
+    worker_id: str,
+    result: Attempt | None,
+    refusal: str | None,
+    schedule: Sequence[float],
+) -> AttemptReport:
+    """Record an attempt (``result``), or a refusal to send (``refusal``), in one unit of work
+    with its audit entry."""
+    now = utcnow()
+    status = result.status if result is not None else None
+    error = (result.error if result is not None else refusal) or None
+    with unit_of_work():
+        delivery = db.session.scalars(
+            select(Delivery).where(Delivery.id == job.delivery_id).with_for_update()
+        ).one()
+        # Still ours: a lease that ran out and was taken over belongs to the other worker,
+        # which records its own attempt; ours is then only audited.
+        ours = delivery.locked_by == worker_id and delivery.status == "pending"
+        outcome: str = "failed" if result is None else result.outcome
+        if ours:
+            outcome = _apply(delivery, job, result, error, outcome, now, schedule)
+        if result is not None or ours:
+            append(
+                PendingEntry(
+                    action=AUDIT_ACTION,
+                    agency_id=None,
+                    client_id=AUDIT_CLIENT,
+                    status=status or 0,
+                    outcome="allowed" if outcome == "delivered" else "failed",
+                    targets={
+                        "delivery": [job.delivery_id],
+                        "notification": [job.notification_id],
+                        "webhook": [job.webhook_id],
+                    },
+                ),
+                now,
+            )
+        attempts = delivery.attempts
+    return AttemptReport(
+        delivery_id=job.delivery_id,
+        outcome=outcome,
+        notification_id=job.notification_id,
+        webhook_id=job.webhook_id,
+        status=status,
+        attempts=attempts,
+        elapsed_ms=result.elapsed_ms if result is not None else 0,
+        error=error,
+        recorded=ours,
+    )
+
+
+def _apply(
+    delivery: Delivery,
+    job: Job,
+    result: Attempt | None,
+    error: str | None,
+    outcome: str,
+    now: datetime,
+    schedule: Sequence[float],
+) -> str:
+    """Set the delivery's fields for ``result`` and return the final outcome."""
+    delivery.locked_until = None
+    delivery.locked_by = None
+    delivery.last_error = error[:_TEXT_CHARS] if error else None
+    if result is None:  # nothing was sent: not an attempt, a refusal to make one
+        delivery.status, delivery.finished_at = "failed", now
+        return "failed"
+    delivery.attempts += 1
+    if delivery.first_attempt_at is None:
+        delivery.first_attempt_at = now
+    delivery.last_status = result.status
+    if outcome == "delivered":
+        delivery.status, delivery.finished_at = "delivered", now
+    elif outcome == "retry":
+        elapsed = (now - delivery.first_attempt_at).total_seconds()
+        wait = delay_after_failure(
+            delivery.attempts, elapsed=elapsed, retry_after=result.retry_after, schedule=schedule
+        )
+        if wait is None:
+            delivery.status, delivery.finished_at = "dead", now
+            outcome = "dead"
+        else:
+            delivery.next_attempt_at = now + timedelta(seconds=wait)
+    elif outcome == "gone":
+        delivery.status, delivery.finished_at = "failed", now
+        _disable(job, now)
+    else:
+        delivery.status, delivery.finished_at = "failed", now
+    return outcome
+
+
+def _disable(job: Job, now: datetime) -> None:
+    """The receiver answered 410: stop calling the endpoint, and tell its agency in its feed."""
+    webhook = db.session.get(Webhook, job.webhook_id)
+    if webhook is None or webhook.disabled_at is not None:
+        return
+    webhook.disabled_at = now
+    webhook.disabled_reason = "the receiver answered 410 Gone"
+    emit(Event("webhook.disabled", frozenset({job.agency_id}), subject_id=job.webhook_id))
+
+
+def _json_value(value: Any) -> str:
+    """JSON for what ``payload`` holds beyond JSON's own types: ISO 8601 times, in UTC."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()  # as the API and the feed write times
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"cannot send a {type(value).__name__} in a webhook")
