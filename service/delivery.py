@@ -44,6 +44,8 @@ AUDIT_ACTION = "delivery:attempt"
 _TEXT_CHARS = 300  # the width of last_error
 # Seconds a lease must have left beyond the send's own timeout when sending starts.
 RECORD_SECONDS = 2.0
+# How old the claim's reading of an endpoint may be when sending; older is read again.
+ENDPOINT_FRESH_SECONDS = 1.0
 # At most this long to resolve a receiver's name (getaddrinfo itself has no time limit).
 RESOLVE_SECONDS = 2.0
 _resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
@@ -81,6 +83,9 @@ class Job:
     url: str
     body: bytes
     leased_until: datetime
+    # The endpoint as the claim read it: why not to send to it (or None), the signing secrets.
+    endpoint: tuple[str | None, tuple[str, ...]]
+    read_at: datetime
 
     def may_send(self, now: datetime, timeout: float) -> bool:
         """Say whether the lease outlasts a send started now and its recording; past that,
@@ -165,12 +170,19 @@ def send(
     production: bool,
     schedule: Sequence[float] = DEFAULT_SCHEDULE,
     timeout: float = 5.0,
+    recheck: bool = False,
 ) -> AttemptReport:
     """Check the endpoint, sign and POST ``job``'s body, then record the result in one unit of
-    work with its audit entry. No transaction is open while the receiver is called."""
-    # The endpoint as it stands now, not at the claim: one disabled (a 410 to an earlier
-    # delivery of the batch), deleted or re-keyed since must not be sent the old way.
-    refusal, secrets = _endpoint_now(job.webhook_id)
+    work with its audit entry. No transaction is open while the receiver is called.
+
+    ``recheck``: the batch has already sent to this endpoint (its answer may have disabled it).
+    """
+    # An endpoint disabled (a 410 to an earlier delivery of the batch), deleted or re-keyed
+    # since the claim must not be sent the old way: read it again unless the claim's reading is
+    # fresh and nothing has been sent to it since.
+    refusal, secrets = job.endpoint
+    if recheck or (utcnow() - job.read_at).total_seconds() > ENDPOINT_FRESH_SECONDS:
+        refusal, secrets = _endpoint_now(job.webhook_id)
     if refusal is not None:
         return _record(job, worker_id, None, refusal, schedule)
     try:
@@ -187,16 +199,22 @@ def send(
 
 
 def _endpoint_now(webhook_id: str) -> tuple[str | None, tuple[str, ...]]:
-    """Read the endpoint afresh: why not to send to it (or None), and the secrets that sign."""
+    """Read the endpoint afresh (see ``_endpoint``)."""
     with unit_of_work():
         query = select(Webhook).where(Webhook.id == webhook_id)
-        webhook = db.session.scalars(query.execution_options(populate_existing=True)).one()
-        if webhook.deleted_at is not None or webhook.disabled_at is not None:
-            return "endpoint disabled", ()
-        try:
-            return None, tuple(webhook.signing_secrets(utcnow()))
-        except DecryptionError:  # logged by the caller's outcome; retrying would not help
-            return "the endpoint's signing secret cannot be opened", ()
+        return _endpoint(
+            db.session.scalars(query.execution_options(populate_existing=True)).one(), utcnow()
+        )
+
+
+def _endpoint(webhook: Webhook, now: datetime) -> tuple[str | None, tuple[str, ...]]:
+    """Why not to send to the endpoint (or None), and the secrets that sign now."""
+    if webhook.deleted_at is not None or webhook.disabled_at is not None:
+        return "endpoint disabled", ()
+    try:
+        return None, tuple(webhook.signing_secrets(now))
+    except DecryptionError:  # the attempt's error says so; retrying would not help
+        return "the endpoint's signing secret cannot be opened", ()
 
 
 def _check_in_time(url: str, production: bool) -> CheckedTarget:
@@ -239,6 +257,8 @@ def _jobs(ids: list[str], leased_until: datetime, now: datetime) -> list[Job]:
                 url=webhook.url,
                 body=body,
                 leased_until=leased_until,
+                endpoint=_endpoint(webhook, now),
+                read_at=now,
             )
         )
     return jobs

@@ -119,6 +119,7 @@ def _loop(
                 _periodic(lambda: _checkpoint(directory), "checkpoint")
                 next_checkpoint = now + checkpoint_every
             claimed = _guarded(partial(delivery.claim_jobs, worker_id, batch, lease, utcnow()))
+            sent_to: set[str] = set()  # endpoints this batch has called
             for index, job in enumerate(claimed or ()):
                 # Stopping, or too little lease left for this send (slow receivers ate it):
                 # hand the rest back rather than risk a second worker sending them too.
@@ -127,7 +128,9 @@ def _loop(
                     _guarded(partial(delivery.release, worker_id, rest))
                     break
                 report = _guarded(partial(delivery.send, job, worker_id, production=production,
-                                          schedule=schedule, timeout=timeout))  # fmt: skip
+                                          schedule=schedule, timeout=timeout,
+                                          recheck=job.webhook_id in sent_to))  # fmt: skip
+                sent_to.add(job.webhook_id)
                 if report is not None:
                     _log_attempt(report)
             if claimed is None:  # the database failed us: wait, then try again
