@@ -2,11 +2,11 @@
 
 The outbox (``service.outbox``) leaves one ``pending`` delivery per notification and webhook
 endpoint. A worker ``claim_jobs`` a batch (a lease: ``locked_by`` and ``locked_until``, and what
-each delivery sends, committed before anything is sent), then ``send``s each: POST it with no
-transaction open, then record the answer in one unit of work with its audit entry. Delivery is
-at least once: a worker killed after sending but before recording leaves a lease that expires,
-and another worker sends again with the same ``webhook-id`` (the notification id), which
-receivers use to drop the duplicate.
+each delivery sends, committed before anything is sent), then ``send``s each with no
+transaction open, and ``record``s the answers, a few at a time, in one unit of work with an
+audit entry each. Delivery is at least once: a worker killed after sending but before
+recording leaves a lease that expires, and another worker sends again with the same
+``webhook-id`` (the notification id), which receivers use to drop the duplicate.
 
 Statuses: ``pending`` (due at ``next_attempt_at``), ``delivered``, ``failed`` (the receiver or
 its endpoint refused for good: 4xx, 410, disabled, an unsafe address) and ``dead`` (retried
@@ -20,7 +20,7 @@ import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -163,17 +163,20 @@ def release(worker_id: str, delivery_ids: Sequence[str]) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def send(
-    job: Job,
-    worker_id: str,
-    *,
-    production: bool,
-    schedule: Sequence[float] = DEFAULT_SCHEDULE,
-    timeout: float = 5.0,
-    recheck: bool = False,
-) -> AttemptReport:
-    """Check the endpoint, sign and POST ``job``'s body, then record the result in one unit of
-    work with its audit entry. No transaction is open while the receiver is called.
+@dataclass(frozen=True)
+class Sent:
+    """What happened to one job: the receiver's answer (``result``), or why nothing was sent
+    (``refusal``). Recorded later, with others, by ``record``."""
+
+    job: Job
+    result: Attempt | None
+    refusal: str | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+def send(job: Job, *, production: bool, timeout: float = 5.0, recheck: bool = False) -> Sent:
+    """Check the endpoint, sign and POST ``job``'s body; write nothing (see ``record``). No
+    transaction is open while the receiver is called.
 
     ``recheck``: the batch has already sent to this endpoint (its answer may have disabled it).
     """
@@ -184,18 +187,16 @@ def send(
     if recheck or (utcnow() - job.read_at).total_seconds() > ENDPOINT_FRESH_SECONDS:
         refusal, secrets = _endpoint_now(job.webhook_id)
     if refusal is not None:
-        return _record(job, worker_id, None, refusal, schedule)
+        return Sent(job, None, refusal)
     try:
         target: CheckedTarget = _check_in_time(job.url, production)
     except UnsafeTarget as unsafe:
         if unsafe.transient:
-            result = Attempt("retry", None, unsafe.reason, "", None, 0)
-            return _record(job, worker_id, result, None, schedule)
-        return _record(job, worker_id, None, f"unsafe endpoint: {unsafe.reason}", schedule)
+            return Sent(job, Attempt("retry", None, unsafe.reason, "", None, 0))
+        return Sent(job, None, f"unsafe endpoint: {unsafe.reason}")
     # A fresh timestamp and signature on every attempt; the id stays the notification's.
     headers = sign(secrets, job.notification_id, utcnow(), job.body)
-    result = deliver(target, job.body, headers, timeout=timeout)
-    return _record(job, worker_id, result, None, schedule)
+    return Sent(job, deliver(target, job.body, headers, timeout=timeout))
 
 
 def _endpoint_now(webhook_id: str) -> tuple[str | None, tuple[str, ...]]:
@@ -264,52 +265,53 @@ def _jobs(ids: list[str], leased_until: datetime, now: datetime) -> list[Job]:
     return jobs
 
 
-def _record(
-    job: Job,
-    worker_id: str,
-    result: Attempt | None,
-    refusal: str | None,
-    schedule: Sequence[float],
-) -> AttemptReport:
-    """Record an attempt (``result``), or a refusal to send (``refusal``), in one unit of work
-    with its audit entry."""
-    now = utcnow()
-    status = result.status if result is not None else None
-    error = (result.error if result is not None else refusal) or None
+def record(
+    sent: Sequence[Sent], worker_id: str, schedule: Sequence[float] = DEFAULT_SCHEDULE
+) -> list[AttemptReport]:
+    """Record attempts (and refusals to make one) in one unit of work, each with its audit
+    entry: one commit for several deliveries, so workers hold the audit chain's head briefly."""
+    reports = []
     with unit_of_work():
-        delivery = db.session.scalars(
-            select(Delivery).where(Delivery.id == job.delivery_id).with_for_update()
-        ).one()
-        # Still ours: a lease that ran out and was taken over belongs to the other worker,
-        # which records its own attempt; ours is then only audited.
-        ours = delivery.locked_by == worker_id and delivery.status == "pending"
-        outcome: str = "failed" if result is None else result.outcome
-        if ours:
-            outcome = _apply(delivery, job, result, error, outcome, now, schedule)
-        if result is not None or ours:
-            append(
-                PendingEntry(
-                    action=AUDIT_ACTION,
-                    agency_id=None,
-                    client_id=AUDIT_CLIENT,
-                    status=status or 0,
-                    outcome="allowed" if outcome == "delivered" else "failed",
-                    targets={
-                        "delivery": [job.delivery_id],
-                        "notification": [job.notification_id],
-                        "webhook": [job.webhook_id],
-                    },
-                ),
-                now,
-            )
-        attempts = delivery.attempts
+        rows = db.session.scalars(
+            select(Delivery)
+            .where(Delivery.id.in_([s.job.delivery_id for s in sent]))
+            .order_by(Delivery.id)  # one lock order for every worker
+            .with_for_update()
+        )
+        found = {delivery.id: delivery for delivery in rows}
+        for item in sent:
+            reports.append(_record_one(found[item.job.delivery_id], item, worker_id, schedule))
+    return reports
+
+
+def _record_one(
+    delivery: Delivery, sent: Sent, worker_id: str, schedule: Sequence[float]
+) -> AttemptReport:
+    job, result = sent.job, sent.result
+    status = result.status if result is not None else None
+    error = (result.error if result is not None else sent.refusal) or None
+    # Still ours: a lease that ran out and was taken over belongs to the other worker, which
+    # records its own attempt; ours is then only audited.
+    ours = delivery.locked_by == worker_id and delivery.status == "pending"
+    outcome: str = "failed" if result is None else result.outcome
+    if ours:
+        outcome = _apply(delivery, job, result, error, outcome, sent.at, schedule)
+    if result is not None or ours:
+        entry = PendingEntry(
+            action=AUDIT_ACTION, agency_id=None, client_id=AUDIT_CLIENT, status=status or 0,
+            outcome="allowed" if outcome == "delivered" else "failed",
+        )  # fmt: skip
+        entry.target("delivery", job.delivery_id)
+        entry.target("notification", job.notification_id)
+        entry.target("webhook", job.webhook_id)
+        append(entry, sent.at)
     return AttemptReport(
         delivery_id=job.delivery_id,
         outcome=outcome,
         notification_id=job.notification_id,
         webhook_id=job.webhook_id,
         status=status,
-        attempts=attempts,
+        attempts=delivery.attempts,
         elapsed_ms=result.elapsed_ms if result is not None else 0,
         error=error,
         recorded=ours,

@@ -20,7 +20,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REVIEWS_EVERY = 60.0  # seconds between review-due scans
+# Attempts recorded together: up to this many, none waiting longer than this.
+RECORD_EVERY = 10
+RECORD_WITHIN_SECONDS = 0.5
 
 
 def default_worker_id() -> str:
@@ -120,19 +123,26 @@ def _loop(
                 next_checkpoint = now + checkpoint_every
             claimed = _guarded(partial(delivery.claim_jobs, worker_id, batch, lease, utcnow()))
             sent_to: set[str] = set()  # endpoints this batch has called
+            unrecorded: list[delivery.Sent] = []
             for index, job in enumerate(claimed or ()):
+                again = job.webhook_id in sent_to
+                if unrecorded and (again or _due(unrecorded)):
+                    # Record first: a 410 from this endpoint must be on record before it is
+                    # read again, and no answer waits long (the batch's lease covers it).
+                    _record(unrecorded, worker_id, schedule)
                 # Stopping, or too little lease left for this send (slow receivers ate it):
                 # hand the rest back rather than risk a second worker sending them too.
                 if stop.requested or not job.may_send(utcnow(), timeout):
                     rest = [j.delivery_id for j in claimed[index:]]  # type: ignore[index]
                     _guarded(partial(delivery.release, worker_id, rest))
                     break
-                report = _guarded(partial(delivery.send, job, worker_id, production=production,
-                                          schedule=schedule, timeout=timeout,
-                                          recheck=job.webhook_id in sent_to))  # fmt: skip
+                sent = _guarded(partial(delivery.send, job, production=production,
+                                        timeout=timeout, recheck=again))  # fmt: skip
                 sent_to.add(job.webhook_id)
-                if report is not None:
-                    _log_attempt(report)
+                if sent is not None:
+                    unrecorded.append(sent)
+            if unrecorded:
+                _record(unrecorded, worker_id, schedule)
             if claimed is None:  # the database failed us: wait, then try again
                 stop.wait(poll)
             elif not claimed:
@@ -144,6 +154,20 @@ def _loop(
         db.engine.dispose()
     log.info("worker stopped", extra={"worker": worker_id})
     return 0
+
+
+def _due(unrecorded: list[delivery.Sent]) -> bool:
+    """Whether the answers waiting to be recorded should be recorded now: several of them (one
+    commit, and one turn at the audit chain's head, for all), or one waiting a while."""
+    waited = (utcnow() - unrecorded[0].at).total_seconds()
+    return len(unrecorded) >= RECORD_EVERY or waited > RECORD_WITHIN_SECONDS
+
+
+def _record(unrecorded: list[delivery.Sent], worker_id: str, schedule: Sequence[float]) -> None:
+    reports = _guarded(partial(delivery.record, list(unrecorded), worker_id, schedule))
+    for report in reports or ():
+        _log_attempt(report)
+    unrecorded.clear()
 
 
 def _guarded(step: Callable[[], T]) -> T | None:
