@@ -304,7 +304,7 @@ def _record_one(
         entry.target("delivery", job.delivery_id)
         entry.target("notification", job.notification_id)
         entry.target("webhook", job.webhook_id)
-        append(entry, sent.at)
+        append(entry)  # recorded now: the log's times follow its order
     return AttemptReport(
         delivery_id=job.delivery_id,
         outcome=outcome,

@@ -26,7 +26,7 @@ from service.models.notification import (
     Notification,
 )
 from service.models.warning import WarningMarker
-from service.outbox import Event, emit, seen_once
+from service.outbox import Event, Involved, emit, seen_once
 
 # A warning's change (as its versions name it) and the event it is announced as.
 _WARNING_EVENTS = {
@@ -38,28 +38,15 @@ _WARNING_EVENTS = {
 FEED_LIMIT = 500
 
 
-def involved_agencies(household_id: str) -> set[str]:
-    """Return the agencies working with the household now."""
-    query = select(Involvement.agency_id).where(
-        Involvement.household_id == household_id, Involvement.ended_at.is_(None)
-    )
-    return set(db.session.scalars(query))
-
-
-def warning_recipients(warning: WarningMarker) -> frozenset[str]:
-    """Who hears of a warning: the agencies working with the household but its issuer; for a
-    restricted warning, only those of them it is shared with."""
-    agencies = involved_agencies(warning.household_id) - {warning.issuing_agency_id}
-    if warning.handling == "restricted":
-        agencies &= set(warning.shared_with)
-    return frozenset(agencies)
-
-
 def warning_changed(warning: WarningMarker, change: str) -> None:
-    """Announce a warning's new version (a review announces itself as an update or a close)."""
+    """Announce a warning's new version (a review announces itself as an update or a close) to
+    the agencies working with the household but its issuer; for a restricted warning, only
+    those of them it is shared with."""
     if change == "reviewed":
         change = "closed" if warning.status == "inactive" else "updated"
-    emit(Event(_WARNING_EVENTS[change], warning_recipients(warning),
+    among = frozenset(warning.shared_with) if warning.handling == "restricted" else None
+    emit(Event(_WARNING_EVENTS[change],
+               Involved(warning.household_id, but=warning.issuing_agency_id, among=among),
                household_id=warning.household_id, warning_id=warning.id,
                risk_level=warning.risk_level))  # fmt: skip
 
@@ -67,40 +54,40 @@ def warning_changed(warning: WarningMarker, change: str) -> None:
 def involvement_added(involvement: Involvement) -> None:
     """Tell the other agencies working with the household that one more now is (joint work;
     and a self-declared involvement is never silent)."""
-    others = involved_agencies(involvement.household_id) - {involvement.agency_id}
-    emit(Event("involvement.added", frozenset(others), household_id=involvement.household_id,
+    others = Involved(involvement.household_id, but=involvement.agency_id)
+    emit(Event("involvement.added", others, household_id=involvement.household_id,
                subject_id=involvement.agency_id))  # fmt: skip
 
 
 def incident_recorded(incident: Incident) -> None:
     """Tell the other agencies working with the household an incident was recorded there."""
-    others = involved_agencies(incident.household_id) - {incident.agency_id}
-    emit(Event("incident.recorded", frozenset(others), household_id=incident.household_id,
-               subject_id=incident.id))  # fmt: skip
+    emit(Event("incident.recorded", Involved(incident.household_id, but=incident.agency_id),
+               household_id=incident.household_id, subject_id=incident.id))  # fmt: skip
 
 
 def warnings_read(warnings: Iterable[WarningMarker], reader: str, today: date) -> None:
     """Tell each issuer that another agency read its warning's detail: once per reader agency,
     warning and day, unless the issuer has turned this off."""
-    events = [
-        Event("warning.accessed", frozenset({w.issuing_agency_id}), household_id=w.household_id,
-              warning_id=w.id, subject_id=reader, risk_level=w.risk_level,
-              once_key=f"warning.accessed:{w.id}:{reader}:{today.isoformat()}")
+    told = [
+        (w.issuing_agency_id, Event(
+            "warning.accessed", frozenset({w.issuing_agency_id}), household_id=w.household_id,
+            warning_id=w.id, subject_id=reader, risk_level=w.risk_level,
+            once_key=f"warning.accessed:{w.id}:{reader}:{today.isoformat()}"))
         for w in warnings if w.issuing_agency_id != reader
     ]  # fmt: skip
-    events = [e for e in events if not seen_once(e)]  # a re-read today costs no query
-    if not events:
+    told = [(issuer, e) for issuer, e in told if not seen_once(e)]  # a re-read: no query
+    if not told:
         return
-    issuers = {agency for e in events for agency in e.recipients}
+    issuers = {issuer for issuer, _ in told}
     off = set(db.session.scalars(
         select(AgencyNotificationSettings.agency_id).where(
             AgencyNotificationSettings.agency_id.in_(issuers),
             AgencyNotificationSettings.warning_accessed.is_(False),
         )
     ))  # fmt: skip
-    for e in events:
-        if not e.recipients & off:
-            emit(e)
+    for issuer, event in told:
+        if issuer not in off:
+            emit(event)
 
 
 def announce_reviews_due(today: date, limit: int = 500) -> list[str]:

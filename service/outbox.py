@@ -1,11 +1,11 @@
 """The transactional outbox: events become rows in the unit of work of the change causing them.
 
-A use case ``emit``s an event; nothing is written or sent then. When the unit of work commits
-(``service.unit_of_work``), ``write_pending`` turns each event into one notification per
-recipient agency, and one delivery per webhook endpoint of that agency that wants the event
-type, in the same transaction as the change and its audit entry. A rolled-back unit leaves no
-event behind. An endpoint registered later gets no history: deliveries exist only for the
-endpoints there were when the event committed.
+A use case ``emit``s an event; nothing is written or sent then. When the session commits (the
+unit of work's commit, ``service.unit_of_work``), ``write_pending`` turns each event into one
+notification per recipient agency, and one delivery per webhook endpoint of that agency that
+wants the event type, in the same transaction as the change and its audit entry. A rolled-back
+unit leaves no event behind. An endpoint registered later gets no history: deliveries exist
+only for the endpoints there were when the event committed.
 
 Order: PostgreSQL hands out sequence numbers when rows are inserted, not when they commit, so a
 feed reader could see number 11 committed while 10 is still in flight and then skip it for good.
@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, insert, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from service.database import db, utcnow
 from service.models.encrypted import new_id
+from service.models.involvement import Involvement
 from service.models.notification import Delivery, Notification, Webhook
 
 PENDING = "alertshare.outbox.pending"
@@ -38,11 +39,22 @@ OUTBOX_LOCK = 0x616C_6572_7473_6861  # "alertsha"
 
 
 @dataclass(frozen=True)
+class Involved:
+    """Recipients decided as the unit of work commits: the agencies working with the household
+    then, but ``but`` (the one that acted), and, when ``among`` is given, only those in it
+    (a restricted warning's sharers). One query serves every such event of the unit."""
+
+    household_id: str
+    but: str
+    among: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
 class Event:
     """Something recipient agencies are told: ids and a risk level, never content."""
 
     type: str
-    recipients: frozenset[str]  # agency ids
+    recipients: frozenset[str] | Involved  # agency ids, or who works with the household
     household_id: str | None = None
     warning_id: str | None = None
     subject_id: str | None = None  # the incident or involvement the event is about
@@ -60,27 +72,32 @@ def emit(event: Event) -> None:
 
 def seen_once(event: Event) -> bool:
     """Say whether this process already knows every recipient's copy of ``event`` is written."""
-    return event.once_key is not None and all(
-        _once_key(event, agency) in _committed_once for agency in event.recipients
+    return (
+        event.once_key is not None
+        and isinstance(event.recipients, frozenset)
+        and all(_once_key(event, agency) in _committed_once for agency in event.recipients)
     )
 
 
 def write_pending(session: Session) -> int:
     """Write the session's queued events as notifications and deliveries (before commit);
     return how many notifications were written."""
-    events: list[Event] = session.info.pop(PENDING, [])
-    if not events:
+    queued: list[Event] = session.info.pop(PENDING, [])
+    if not queued:
         return 0
+    events = [(e, told) for e, told in _addressed(session, queued) if told]
+    if not events:
+        return 0  # nobody to tell: no lock taken
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": OUTBOX_LOCK})
-    agencies = {agency for e in events for agency in e.recipients}
+    agencies = {agency for _, told in events for agency in told}
     endpoints: dict[str, list[Webhook]] = defaultdict(list)
     live = select(Webhook).where(
         Webhook.agency_id.in_(agencies), Webhook.disabled_at.is_(None), Webhook.deleted_at.is_(None)
     )
     for webhook in session.scalars(live.order_by(Webhook.created_at)):
         endpoints[webhook.agency_id].append(webhook)
-    keys = [_once_key(e, agency) for e in events for agency in e.recipients if e.once_key]
+    keys = [_once_key(e, agency) for e, told in events for agency in told if e.once_key]
     seen = set()
     if keys:  # read under the lock: a key committed by anyone before us is visible here
         seen = set(
@@ -90,8 +107,8 @@ def write_pending(session: Session) -> int:
     now = utcnow()
     notifications: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
-    for e in events:
-        for agency in sorted(e.recipients):
+    for e, told in events:
+        for agency in sorted(told):
             once_key = _once_key(e, agency) if e.once_key else None
             if once_key is not None:
                 if once_key in seen:
@@ -117,19 +134,56 @@ def write_pending(session: Session) -> int:
     return len(notifications)
 
 
+def _addressed(session: Session, events: list[Event]) -> list[tuple[Event, frozenset[str]]]:
+    """Name every event's recipients, reading who works with the households in one query."""
+    households = {e.recipients.household_id for e in events if isinstance(e.recipients, Involved)}
+    working: dict[str, set[str]] = defaultdict(set)
+    if households:
+        query = select(Involvement.household_id, Involvement.agency_id).where(
+            Involvement.household_id.in_(households), Involvement.ended_at.is_(None)
+        )
+        for household_id, agency_id in session.execute(query):
+            working[household_id].add(agency_id)
+    named = []
+    for e in events:
+        audience = e.recipients
+        if isinstance(audience, Involved):
+            agencies = working[audience.household_id] - {audience.but}
+            if audience.among is not None:
+                agencies &= audience.among
+            audience = frozenset(agencies)
+        named.append((e, audience))
+    return named
+
+
 def _once_key(event: Event, agency_id: str) -> str:
     return f"{event.once_key}:{agency_id}"
 
 
+# These hooks also fire when a savepoint is released or rolled back; only the transaction's
+# own commit or rollback counts.
+
+
+@event.listens_for(Session, "before_commit")
+def _write_before_commit(session: Session) -> None:
+    # Part of every commit (a unit of work's, or a test's own): the events go with the work.
+    if not session.in_nested_transaction():
+        write_pending(session)
+
+
 @event.listens_for(Session, "after_soft_rollback")
-def _forget_pending(session: Session, previous_transaction: object) -> None:
-    # Whatever rolled back, the events it caused did not happen.
-    session.info.pop(PENDING, None)
-    session.info.pop(ONCE_DONE, None)
+def _forget_pending(session: Session, previous_transaction: SessionTransaction) -> None:
+    # Whatever rolled back, the events it caused did not happen. (A savepoint's rollback keeps
+    # them: use cases emit after their savepoints, for what the savepoint protected.)
+    if not previous_transaction.nested:
+        session.info.pop(PENDING, None)
+        session.info.pop(ONCE_DONE, None)
 
 
 @event.listens_for(Session, "after_commit")
 def _remember_once(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
     done = session.info.pop(ONCE_DONE, None)
     if done:
         if len(_committed_once) + len(done) > _ONCE_MEMORY:

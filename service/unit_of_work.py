@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import service.outbox  # noqa: F401  (its events are written as part of every commit)
 from service.database import db
-from service.outbox import write_pending
 
 
 @contextmanager
@@ -19,7 +19,6 @@ def unit_of_work() -> Iterator[None]:
     session = db.session
     try:
         yield
-        write_pending(session())  # the events the work caused, in its transaction
         session.commit()
     except BaseException:
         session.rollback()

@@ -62,11 +62,16 @@ def delete_webhook(webhook: Webhook) -> None:
     view (the agency's feed has every event)."""
     now = utcnow()
     webhook.deleted_at = now
-    db.session.execute(
-        update(Delivery)
-        .where(Delivery.webhook_id == webhook.id, Delivery.status == "pending")
-        .values(status="failed", last_error="endpoint deleted", finished_at=now)
-    )
+    due = select(Delivery.id).where(Delivery.webhook_id == webhook.id, Delivery.status == "pending")
+    # Locked in id order, as the worker locks what it records: neither waits on the other.
+    ids = list(db.session.scalars(due.order_by(Delivery.id).with_for_update()))
+    if ids:
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.status == "pending")
+            .values(status="failed", last_error="endpoint deleted", finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def rotate_secret(webhook: Webhook, overlap: timedelta) -> str:

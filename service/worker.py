@@ -165,6 +165,11 @@ def _due(unrecorded: list[delivery.Sent]) -> bool:
 
 def _record(unrecorded: list[delivery.Sent], worker_id: str, schedule: Sequence[float]) -> None:
     reports = _guarded(partial(delivery.record, list(unrecorded), worker_id, schedule))
+    if reports is None and len(unrecorded) > 1:
+        # One answer that cannot be recorded must not lose the others (a 410 among them).
+        reports = []
+        for sent in unrecorded:
+            reports.extend(_guarded(partial(delivery.record, [sent], worker_id, schedule)) or ())
     for report in reports or ():
         _log_attempt(report)
     unrecorded.clear()

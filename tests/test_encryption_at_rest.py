@@ -116,6 +116,7 @@ def _plant_a_warning(app: Flask, agency: str) -> None:
 
 def _plant_notifications(agency: str, warning: Any) -> None:
     """An acknowledged notification, and a webhook endpoint with its signing secret."""
+    db.session.flush()  # the warning first: the notification refers to it
     told = Notification(
         id=new_id(), agency_id=agency, type="warning.published",
         household_id=warning.household_id, warning_id=warning.id, created_at=utcnow(),

@@ -7,16 +7,18 @@ database as the worker and the feed will read them.
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from datetime import date, timedelta
 from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from service.database import db
 from service.models.notification import Delivery, Notification, Webhook
 from service.notifications import announce_reviews_due, payload, set_warning_accessed
+from service.outbox import Event, emit
 from service.unit_of_work import unit_of_work
 from service.webhooks.signing import generate_secret
 from tests.factories import bearer, create_agency, create_client, get_token
@@ -206,3 +208,22 @@ def test_deliveries_go_to_the_endpoints_of_the_time_that_want_the_event(
         assert [(d.webhook_id, d.status) for d in deliveries] == [(wanted, "pending")]
         assert filtered != late_id  # registered later: no history
         assert db.session.scalar(select(Delivery).where(Delivery.webhook_id == late_id)) is None
+
+
+def test_savepoints_neither_write_nor_drop_the_transactions_events(
+    app: Flask, client: FlaskClient
+) -> None:
+    social, health = _partnership(app, client, "sc", "hv")
+    social.involve()
+    health.involve()
+    (household,) = {n.household_id for n in _notifications(app, type="involvement.added")}
+    count = select(func.count()).select_from(Notification).filter_by(type="incident.recorded")
+    with app.app_context():
+        emit(Event("incident.recorded", frozenset({health.id}), household_id=household))
+        with db.session.begin_nested():  # released: not the transaction's commit
+            pass
+        with suppress(LookupError), db.session.begin_nested():  # rolled back: likewise
+            raise LookupError
+        assert db.session.scalar(count) == 0  # nothing written yet, nothing forgotten
+        db.session.commit()
+        assert db.session.scalar(count) == 1

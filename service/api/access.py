@@ -23,8 +23,7 @@ from service.context import (
     purpose_errors,
     recordable_address,
 )
-from service.models.oauth import OAuthToken
-from service.oauth import identify, require_oauth
+from service.oauth import BearerToken, identify, require_oauth
 
 PRACTITIONER_HEADER = "X-Acting-Practitioner"
 PURPOSE_HEADER = "X-Purpose-Of-Use"
@@ -90,12 +89,12 @@ def authorize() -> None:
     _refuse_foreign_ids()
 
 
-def _bearer_token(required: bool) -> OAuthToken | None:
+def _bearer_token(required: bool) -> BearerToken | None:
     """Return the request's live bearer token and identify its client; None if it has none."""
     if not required and not request.headers.get("Authorization", "").startswith("Bearer "):
         return None
     try:
-        token: OAuthToken = require_oauth.acquire_token()  # any live token; scopes come later
+        token: BearerToken = require_oauth.acquire_token()  # any live token; scopes come later
     except OAuth2Error:
         if required:
             raise
@@ -104,7 +103,7 @@ def _bearer_token(required: bool) -> OAuthToken | None:
     return token
 
 
-def authenticate(policy: AccessPolicy, token: OAuthToken) -> Caller:
+def authenticate(policy: AccessPolicy, token: BearerToken) -> Caller:
     """Check the token's scopes and the acting context against ``policy``; return the caller."""
     if not set(policy.scopes) & set(token.scope.split()):
         error = InsufficientScopeError()

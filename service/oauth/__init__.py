@@ -1,6 +1,7 @@
 """OAuth 2.0: the authorization server, resource protection and scopes (all of Authlib)."""
 
 from service.oauth.server import (
+    BearerToken,
     authorization_server,
     identified_client,
     identify,
@@ -11,6 +12,7 @@ from service.oauth.server import (
 )
 
 __all__ = [
+    "BearerToken",
     "authorization_server",
     "identified_client",
     "identify",

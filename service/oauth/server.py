@@ -6,21 +6,23 @@ import hashlib
 import math
 import re
 import time
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import InvalidClientError, grants
+from authlib.oauth2.rfc6749 import InvalidClientError, TokenMixin, grants
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Flask, current_app, g
 from joserfc.jwk import KeySet, KeySetSerialization
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from service.database import db, utcnow
+from service.models.agency import Agency
 from service.models.oauth import OAuthClient, OAuthToken, UsedAssertion, hash_secret
 from service.oauth.scopes import ALL_SCOPES, TOKENS_INTROSPECT
 
@@ -42,15 +44,87 @@ def query_client(client_id: str) -> OAuthClient | None:
     return client
 
 
-def identify(client: OAuthClient) -> None:
+class ClientIdentity(Protocol):
+    """What a request needs to know of its client: who it is, for which agency."""
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def agency_id(self) -> str: ...
+
+
+def identify(client: ClientIdentity) -> None:
     """Remember which client this request comes from (authenticated, or trying to)."""
     g.oauth_client = client
 
 
-def identified_client() -> OAuthClient | None:
+def identified_client() -> ClientIdentity | None:
     """Return the client this request comes from, if one was identified."""
-    client: OAuthClient | None = g.get("oauth_client")
+    client: ClientIdentity | None = g.get("oauth_client")
     return client
+
+
+@dataclass(frozen=True)
+class BearerClient:
+    client_id: str
+    agency_id: str
+
+
+@dataclass(frozen=True)
+class BearerToken(TokenMixin):  # type: ignore[misc]
+    """A presented access token as the resource protector checks it: plain values from one
+    column query, not three ORM records (this runs first on every API request)."""
+
+    client: BearerClient
+    scope: str
+    issued_at: int
+    expires_in: int
+    revoked: bool  # the token, its client or its agency
+
+    @property
+    def agency_id(self) -> str:
+        return self.client.agency_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_expires_in(self) -> int:
+        return self.expires_in
+
+    def is_expired(self) -> bool:
+        return self.issued_at + self.expires_in <= int(utcnow().timestamp())
+
+    def is_revoked(self) -> bool:
+        return self.revoked
+
+
+# Built once: the statement, its compiled form and its cache key are reused by every request.
+_BEARER = (
+    select(
+        OAuthToken.scope, OAuthToken.issued_at, OAuthToken.expires_in,
+        OAuthToken.revoked_at.is_not(None).label("token_revoked"),
+        OAuthClient.client_id, OAuthClient.agency_id,
+        (OAuthClient.revoked_at.is_not(None) | Agency.disabled_at.is_not(None)).label("cut_off"),
+    )
+    .join(OAuthClient, OAuthClient.id == OAuthToken.client_pk)
+    .join(Agency, Agency.id == OAuthClient.agency_id)
+    .where(OAuthToken.token_hash == bindparam("token_hash"))
+)  # fmt: skip
+
+
+def bearer_token(token_string: str) -> BearerToken | None:
+    """Return the stored token whose hash matches ``token_string``, for checking a request.
+
+    A revoked client or a disabled agency takes its live tokens down with it.
+    """
+    row = db.session.execute(_BEARER, {"token_hash": hash_secret(token_string)}).first()
+    if row is None:
+        return None
+    return BearerToken(
+        BearerClient(row.client_id, row.agency_id), row.scope, row.issued_at, row.expires_in,
+        revoked=bool(row.token_revoked or row.cut_off),
+    )  # fmt: skip
 
 
 def query_token(token_string: str) -> OAuthToken | None:
@@ -163,8 +237,8 @@ class TokenRevocation(RevocationEndpoint):  # type: ignore[misc]
 
 
 class HashedBearerTokenValidator(BearerTokenValidator):  # type: ignore[misc]
-    def authenticate_token(self, token_string: str) -> OAuthToken | None:
-        return query_token(token_string)
+    def authenticate_token(self, token_string: str) -> BearerToken | None:
+        return bearer_token(token_string)
 
 
 class ProblemResourceProtector(ResourceProtector):  # type: ignore[misc]

@@ -192,7 +192,8 @@ def test_jwt_client_cannot_use_a_secret_and_vice_versa(app: Flask, client: Flask
 
 
 def test_token_expiry_is_enforced(make_app: MakeApp) -> None:
-    app = make_app(TOKEN_EXPIRES_IN=1)
+    # Two seconds: issue times are whole seconds, so a token lives between 1 and 2 of them.
+    app = make_app(TOKEN_EXPIRES_IN=2)
     http = app.test_client()
     creds = create_client(app)
     token = get_token(http, creds)
@@ -202,7 +203,7 @@ def test_token_expiry_is_enforced(make_app: MakeApp) -> None:
         "X-Purpose-Of-Use": "case_work",
     }
     assert http.get("/api/v1/me", headers=headers).status_code == 200
-    time.sleep(2.1)
+    time.sleep(3.1)
     response = http.get("/api/v1/me", headers=headers)
     assert response.status_code == 401
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]

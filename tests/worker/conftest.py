@@ -63,7 +63,8 @@ class Receivers:
     def __init__(self, server: HTTPServer) -> None:
         self.server = server
         self.received: list[Received] = []
-        self.scripts: dict[str, list[int]] = {}
+        # By agency, or by (agency, event type): statuses to answer first, in order.
+        self.scripts: dict[str | tuple[str, str], list[int]] = {}
         self.delay = 0.0
         self._lock = threading.Lock()
         server.expect_request(re.compile(r"^/hook/[^/]+$"), method="POST").respond_with_handler(
@@ -80,7 +81,8 @@ class Receivers:
                 Received(agency, {k.lower(): v for k, v in request.headers.items()},
                          request.get_data(), time.monotonic())
             )  # fmt: skip
-            script = self.scripts.get(agency)
+            kind = json.loads(request.get_data()).get("type", "")
+            script = self.scripts.get((agency, kind)) or self.scripts.get(agency)
             status = script.pop(0) if script else 200
         if self.delay:
             time.sleep(self.delay)

@@ -77,7 +77,7 @@ def test_a_failing_receiver_is_retried_with_the_same_id_until_delivered(
 ) -> None:
     world.agency("issuer")
     world.agency("health")
-    world.receivers.scripts["health"] = [500, 500]  # then 200
+    world.receivers.scripts["health", "warning.published"] = [500, 500]  # then 200
     world.publish("issuer", world.household("issuer", "health"))
     workers.start(**FAST)
 
