@@ -445,9 +445,18 @@ def household_record(household_id: str) -> HouseholdRecord:
         .where(Incident.household_id == household_id)
         .order_by(Incident.occurred_on.desc(), Incident.id)
     )
-    incidents: list[Incident] = []
+    rows = [(incident, warning_id) for incident, warning_id in db.session.execute(links)]
     resting: dict[str, list[Incident]] = {warning.id: [] for warning in warnings}
-    for incident, warning_id in db.session.execute(links):
+    # On PostgreSQL each statement sees what committed before it: a warning published between
+    # the two reads can link an incident here to a warning not loaded above. Such an incident
+    # belongs to a change newer than this record (it may rest on a restricted warning), so it
+    # is left out, as if read before that change.
+    newer = {incident.id for incident, warning_id in rows
+             if warning_id is not None and warning_id not in resting}  # fmt: skip
+    incidents: list[Incident] = []
+    for incident, warning_id in rows:
+        if incident.id in newer:
+            continue
         if not incidents or incidents[-1] is not incident:  # an incident's rows are adjacent
             incidents.append(incident)
         if warning_id is not None:
