@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from typing import Any
 from gunicorn.config import Config as GunicornConfig
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from support import free_port, recreate_database  # benchmarks/support.py
+from support import free_port, recreate_database, stop_process_group  # benchmarks/support.py
 
 from service import agencies as use_cases
 from service import clients, create_app, migrate
@@ -174,18 +174,7 @@ class Server:
         raise RuntimeError(f"{self.label} server not ready after {timeout:.0f} s: {last}")
 
     def stop(self) -> None:
-        """SIGTERM the arbiter (graceful), then SIGKILL its process group if still there."""
-        if self.process.poll() is None:
-            with suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        with suppress(ProcessLookupError):  # any worker left behind by a killed arbiter
-            os.killpg(self.process.pid, signal.SIGKILL)
+        stop_process_group(self.process)
         self.log.close()
 
 

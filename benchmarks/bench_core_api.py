@@ -87,7 +87,7 @@ import psycopg
 from gunicorn.config import Config as GunicornConfig
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
-from support import free_port, recreate_database  # benchmarks/support.py
+from support import free_port, recreate_database, stop_process_group  # benchmarks/support.py
 
 from service import agencies, clients, create_app, migrate
 from service.crypto import generate_keyring, save_keyring
@@ -520,18 +520,7 @@ class Server:
         return dict(found)
 
     def stop(self) -> None:
-        """SIGTERM the arbiter (graceful), then SIGKILL its process group if still there."""
-        if self.process.poll() is None:
-            with suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        with suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        stop_process_group(self.process)
         self.log.close()
 
 
