@@ -6,8 +6,9 @@ What it does, in one run:
      an issuing agency with an OAuth client and 20 recipient agencies, and households each of
      which all 21 agencies work with (rows built through the real models, so sealed as usual;
      involvements are inserted directly, so no involvement.added events are queued);
-  2. starts 20 local receivers (one port per agency, in a child process; each answers 200 and
-     notes when each webhook arrived) and gives each recipient agency a webhook to its own;
+  2. starts 20 local receivers (one port per agency, in a child process, keeping connections
+     open; each answers 200 and notes when each webhook arrived) and gives each recipient
+     agency a webhook to its own;
   3. serves alertshare with gunicorn sync workers (development mode: production refuses
      loopback webhook URLs, which is what the SSRF guard is for) and takes a token from the
      real token endpoint;
@@ -85,6 +86,8 @@ def _receivers_main(ports: list[int], pipe: Connection) -> None:
 
     def handler_for(agency: int) -> type[BaseHTTPRequestHandler]:
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep connections open, as most receivers do
+
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 at = time.time()
@@ -203,6 +206,9 @@ class Instance:
             "ALERTSHARE_DATABASE_URL": url,
             "ALERTSHARE_DATA_DIR": str(data_dir),
             "ALERTSHARE_LOG_LEVEL": "INFO",
+            # What is measured is delivery, not the rate limits: none this load reaches.
+            "ALERTSHARE_RATE_LIMIT_AUTHENTICATED": "1000000/minute",
+            "ALERTSHARE_RATE_LIMIT_ANONYMOUS": "1000000/minute",
         }
         self.port = free_port()
         self.server_log = (data_dir / "gunicorn.log").open("wb")

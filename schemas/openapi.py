@@ -13,7 +13,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_cls
 from apispec.ext.marshmallow.openapi import OpenAPIConverter
-from marshmallow import Schema
+from marshmallow import Schema, validate
 
 from schemas.problem import ProblemSchema
 from service.context import PRACTITIONER_REF_PATTERN, PURPOSES_OF_USE, RECORD_ID_PATTERN
@@ -132,7 +132,22 @@ def documented(
 
 
 class _Converter(OpenAPIConverter):
-    """Adds a schema's ``openapi_rules`` (rules between its fields, e.g. "exactly one of")."""
+    """Adds a schema's ``openapi_rules`` (rules between its fields, e.g. "exactly one of") and
+    the schemes a URL field accepts."""
+
+    def init_attribute_functions(self) -> None:
+        super().init_attribute_functions()  # type: ignore[no-untyped-call]
+        self.attribute_functions.append(self.url_schemes)
+
+    def url_schemes(self, field: Any, **kwargs: Any) -> dict[str, Any]:
+        """Declare the schemes a URL field's validator accepts, as a pattern."""
+        schemes = next(
+            (v.schemes for v in field.validators if isinstance(v, validate.URL) and v.schemes),
+            None,
+        )
+        if not schemes or "pattern" in kwargs.get("ret", {}):
+            return {}
+        return {"pattern": f"^(?:{'|'.join(_any_case(s) for s in sorted(schemes))})://"}
 
     def schema2jsonschema(self, schema: Any) -> dict[str, Any]:
         jsonschema: dict[str, Any] = super().schema2jsonschema(schema)  # type: ignore[no-untyped-call]
@@ -140,6 +155,12 @@ class _Converter(OpenAPIConverter):
         if rules:
             jsonschema.update(copy.deepcopy(rules))
         return jsonschema
+
+
+def _any_case(word: str) -> str:
+    """A pattern matching ``word`` in any case (the validator compares schemes so; JSON Schema
+    patterns take no flags)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
 
 
 class _Plugin(MarshmallowPlugin):
@@ -160,7 +181,7 @@ def _success(doc: ApiDoc) -> dict[str, Any]:
     return ok
 
 
-def _operation(view: Callable[..., Any]) -> dict[str, Any]:
+def _operation(view: Callable[..., Any], error_statuses: Mapping[int, str]) -> dict[str, Any]:
     policy = getattr(view, "access_policy", None)
     doc: ApiDoc = getattr(view, "api_doc", ApiDoc(None, None, None, 200))
     summary, _, description = (inspect.getdoc(view) or "").partition("\n")
@@ -174,13 +195,15 @@ def _operation(view: Callable[..., Any]) -> dict[str, Any]:
     operation["responses"] = {
         str(doc.status): _success(doc),
         **{
-            str(status): {"description": _ERROR_STATUSES[status], "content": problem}
+            str(status): {"description": error_statuses[status], "content": problem}
             for status in sorted(statuses)
         },
     }
     parameters: list[dict[str, Any]] = []
     if policy is not None and not policy.public:
-        operation["security"] = [{"oauth2": list(policy.scopes)}]
+        # Any one of the route's scopes will do: in OpenAPI, alternatives are separate
+        # requirements (the scopes of one requirement are all needed).
+        operation["security"] = [{"oauth2": [scope]} for scope in policy.scopes]
         if len(policy.scopes) > 1:
             operation["description"] += (
                 f"\n\nNeeds any one of the scopes: {', '.join(policy.scopes)}."
@@ -215,9 +238,15 @@ def _path_parameter(name: str) -> dict[str, Any]:
 
 
 def build_openapi(
-    rules: list[tuple[str, set[str], Callable[..., Any]]], issuer: str
+    rules: list[tuple[str, set[str], Callable[..., Any]]],
+    issuer: str,
+    max_body_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """Return the OpenAPI document for ``rules``: (path, methods, view) of the JSON API."""
+    """Return the OpenAPI document for ``rules``: (path, methods, view) of the JSON API, whose
+    request bodies may be at most ``max_body_bytes`` long."""
+    error_statuses = dict(_ERROR_STATUSES)
+    if max_body_bytes is not None:
+        error_statuses[413] = f"Request body too large: over {max_body_bytes} bytes"
     spec = APISpec(
         title="alertshare",
         version="1",
@@ -245,7 +274,7 @@ def build_openapi(
     )
     for path, methods, view in sorted(rules, key=lambda rule: rule[0]):
         openapi_path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", path)
-        operations = {m.lower(): _operation(view) for m in sorted(methods)}
+        operations = {m.lower(): _operation(view, error_statuses) for m in sorted(methods)}
         parameters = [_path_parameter(name) for name in re.findall(r"{([a-z_]+)}", openapi_path)]
         for operation in operations.values():
             operation.setdefault("parameters", []).extend(copy.deepcopy(parameters))

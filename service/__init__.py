@@ -14,12 +14,22 @@ from service.config import ConfigError, load_config, production_problems
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Create the application from defaults, ``ALERTSHARE_*`` environment and ``config``."""
     from service import logs, oauth
-    from service.api import access, ops, problems, recording, request_log, tokens, v1
+    from service.api import (
+        access,
+        body_limit,
+        ops,
+        problems,
+        rate_limits,
+        recording,
+        request_log,
+        tokens,
+        v1,
+    )
     from service.database import db, engine_options
 
     settings = load_config(config)
     if settings["ENV"] == "production":
-        found = production_problems(settings)
+        found = production_problems(settings) + rate_limits.rate_limit_problems(settings)
         if found:
             raise ConfigError("refusing to start in production: " + found[0])
 
@@ -27,6 +37,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings)
     # Automatic OPTIONS answers would bypass the views' policies yet count as allowed requests.
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    body_limit.init_app(app)
     app.config["SQLALCHEMY_DATABASE_URI"] = settings["DATABASE_URL"]
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(settings["DATABASE_URL"])
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -42,6 +53,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # before the request is logged, so the log line shows the final status.
     request_log.init_app(app)
     recording.init_app(app)
+    rate_limits.init_app(app)  # after the entry opens (a refusal is counted), before the token
     app.before_request(access.authorize)
     oauth.init_app(app)
     problems.register_problem_handlers(app)

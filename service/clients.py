@@ -4,26 +4,38 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, cast
 
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet, KeySetSerialization
-from sqlalchemy import select
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from joserfc.errors import JoseError, SecurityWarning
+from joserfc.jwk import Key, KeySet, KeySetSerialization
+from sqlalchemy import CursorResult, select, update
 
 from service.agencies import get_agency
 from service.database import db, utcnow
 from service.errors import InvalidInput, NotFound
-from service.models.oauth import AUTH_METHODS, OAuthClient, hash_secret
+from service.models.oauth import AUTH_METHODS, OAuthClient, OAuthToken, hash_secret
 from service.oauth.scopes import ALL_SCOPES
+
+MIN_RSA_BITS = 2048
+# P-256 and P-384, by cryptography's names: the curves of ES256 and ES384 (see service.oauth).
+EC_CURVES = frozenset({"secp256r1", "secp384r1"})
+ACCEPTED_KEYS = "RSA of 2048 bits or more, EC on P-256 or P-384, or Ed25519"
 
 
 @dataclass(frozen=True)
 class IssuedClient:
-    """A new client and, for client_secret_basic, its secret: shown once, stored hashed."""
+    """A new client and, for client_secret_basic, its secret: shown once, stored hashed.
+
+    After a rotation, ``revoked_tokens`` counts the live tokens it ended.
+    """
 
     client: OAuthClient
     secret: str | None
+    revoked_tokens: int = 0
 
 
 def _check_scopes(scopes: list[str]) -> None:
@@ -31,7 +43,9 @@ def _check_scopes(scopes: list[str]) -> None:
     if unknown or not scopes:
         raise InvalidInput(
             "Unknown or no scopes.",
-            errors={"scopes": [f"Unknown: {unknown}" if unknown else "At least one scope."]},
+            errors={
+                "scopes": [f"Unknown: {', '.join(unknown)}" if unknown else "At least one scope."]
+            },
         )
 
 
@@ -39,12 +53,39 @@ def _check_jwks(jwks: dict[str, Any] | None) -> str:
     if not jwks:
         raise InvalidInput("private_key_jwt needs a JWK set.", errors={"jwks": ["Required."]})
     try:
-        key_set = KeySet.import_key_set(cast(KeySetSerialization, jwks))
+        with warnings.catch_warnings():
+            # joserfc warns about short RSA keys; key_weakness() refuses them with a reason.
+            # (Registration runs in the CLI, one thread: the process-wide filter is safe here.)
+            warnings.simplefilter("ignore", SecurityWarning)
+            key_set = KeySet.import_key_set(cast(KeySetSerialization, jwks))
     except (JoseError, ValueError, TypeError, KeyError) as error:
         raise InvalidInput("Not a JWK set.", errors={"jwks": [str(error)]}) from error
     if any(key.is_private for key in key_set.keys):
         raise InvalidInput("Register public keys only.", errors={"jwks": ["Holds a private key."]})
+    for number, key in enumerate(key_set.keys, start=1):
+        weakness = key_weakness(key)
+        if weakness:
+            raise InvalidInput(
+                f"Key {number} of the JWK set is refused.", errors={"jwks": [weakness]}
+            )
     return json.dumps(key_set.as_dict(private=False))
+
+
+def key_weakness(key: Key) -> str | None:
+    """Return why ``key`` may not sign client assertions (too weak, or not a signing key)."""
+    public = key.raw_value  # joserfc keys wrap cryptography's key objects
+    if isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < MIN_RSA_BITS:
+            return f"RSA keys need {MIN_RSA_BITS} bits or more; this one has {public.key_size}."
+        return None
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        if public.curve.name in EC_CURVES:
+            return None
+        return f"EC keys must be on P-256 or P-384, not {key.as_dict()['crv']}."
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        return None
+    kind = key.as_dict().get("crv") or key.key_type
+    return f"{kind} keys are not accepted; use {ACCEPTED_KEYS}."
 
 
 def add_client(
@@ -58,7 +99,9 @@ def add_client(
     agency = get_agency(agency_slug)
     _check_scopes(scopes)
     if auth_method not in AUTH_METHODS:
-        raise InvalidInput("Unknown method.", errors={"auth_method": [f"One of {AUTH_METHODS}"]})
+        raise InvalidInput(
+            "Unknown method.", errors={"auth_method": [f"One of {', '.join(AUTH_METHODS)}."]}
+        )
     client = OAuthClient(
         client_id=f"{agency.id}.{secrets.token_hex(8)}",
         agency_id=agency.id,
@@ -100,11 +143,28 @@ def revoke_client(client_id: str) -> OAuthClient:
     return client
 
 
-def rotate_client_secret(client_id: str) -> IssuedClient:
-    """Give a client_secret_basic client a new secret; the old one stops working at once."""
+def rotate_client_secret(client_id: str, *, revoke_tokens: bool = False) -> IssuedClient:
+    """Give a client_secret_basic client a new secret; the old one stops working at once.
+
+    Tokens issued under earlier secrets live out their lifetime unless ``revoke_tokens`` ends
+    them too (for a secret that leaked, not for a routine rotation).
+    """
     client = get_client(client_id)
     if client.auth_method != "client_secret_basic":
         raise InvalidInput("This client authenticates with private_key_jwt, not a secret.")
     secret = secrets.token_urlsafe(32)
     client.secret_hash = hash_secret(secret)
-    return IssuedClient(client, secret)
+    revoked = _revoke_live_tokens(client) if revoke_tokens else 0
+    return IssuedClient(client, secret, revoked)
+
+
+def _revoke_live_tokens(client: OAuthClient) -> int:
+    """Revoke the client's unexpired tokens; return how many."""
+    live = (OAuthToken.issued_at + OAuthToken.expires_in) > int(time.time())
+    statement = (
+        update(OAuthToken)
+        .where(OAuthToken.client_pk == client.id, OAuthToken.revoked_at.is_(None), live)
+        .values(revoked_at=utcnow())
+    )
+    result = cast(CursorResult[Any], db.session.execute(statement))
+    return result.rowcount

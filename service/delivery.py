@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 
-from service.audit.append import append
+from service.audit.append import append_all
 from service.audit.entry import PendingEntry
 from service.crypto import DecryptionError
 from service.database import db, utcnow
@@ -37,7 +37,7 @@ from service.unit_of_work import unit_of_work
 from service.webhooks.addresses import CheckedTarget, UnsafeTarget, check_url
 from service.webhooks.schedule import DEFAULT_SCHEDULE, delay_after_failure
 from service.webhooks.signing import sign
-from service.webhooks.transport import Attempt, deliver
+from service.webhooks.transport import Attempt, KeptConnections, deliver
 
 AUDIT_CLIENT = "alertshare-worker"
 AUDIT_ACTION = "delivery:attempt"
@@ -174,11 +174,19 @@ class Sent:
     at: datetime = field(default_factory=utcnow)
 
 
-def send(job: Job, *, production: bool, timeout: float = 5.0, recheck: bool = False) -> Sent:
+def send(
+    job: Job,
+    *,
+    production: bool,
+    timeout: float = 5.0,
+    recheck: bool = False,
+    connections: KeptConnections | None = None,
+) -> Sent:
     """Check the endpoint, sign and POST ``job``'s body; write nothing (see ``record``). No
     transaction is open while the receiver is called.
 
     ``recheck``: the batch has already sent to this endpoint (its answer may have disabled it).
+    ``connections``: the worker's kept connections, reused where the checked address is the same.
     """
     # An endpoint disabled (a 410 to an earlier delivery of the batch), deleted or re-keyed
     # since the claim must not be sent the old way: read it again unless the claim's reading is
@@ -196,7 +204,7 @@ def send(job: Job, *, production: bool, timeout: float = 5.0, recheck: bool = Fa
         return Sent(job, None, f"unsafe endpoint: {unsafe.reason}")
     # A fresh timestamp and signature on every attempt; the id stays the notification's.
     headers = sign(secrets, job.notification_id, utcnow(), job.body)
-    return Sent(job, deliver(target, job.body, headers, timeout=timeout))
+    return Sent(job, deliver(target, job.body, headers, timeout=timeout, connections=connections))
 
 
 def _endpoint_now(webhook_id: str) -> tuple[str | None, tuple[str, ...]]:
@@ -269,8 +277,10 @@ def record(
     sent: Sequence[Sent], worker_id: str, schedule: Sequence[float] = DEFAULT_SCHEDULE
 ) -> list[AttemptReport]:
     """Record attempts (and refusals to make one) in one unit of work, each with its audit
-    entry: one commit for several deliveries, so workers hold the audit chain's head briefly."""
-    reports = []
+    entry: one commit for several deliveries, so workers hold the audit chain's head briefly.
+    The deliveries' changes are written first and the entries appended last, together: the
+    head is taken only for the end of the transaction."""
+    reports, entries = [], []
     with unit_of_work():
         rows = db.session.scalars(
             select(Delivery)
@@ -280,13 +290,20 @@ def record(
         )
         found = {delivery.id: delivery for delivery in rows}
         for item in sent:
-            reports.append(_record_one(found[item.job.delivery_id], item, worker_id, schedule))
+            report, entry = _record_one(found[item.job.delivery_id], item, worker_id, schedule)
+            reports.append(report)
+            if entry is not None:
+                entries.append(entry)
+        db.session.flush()
+        append_all(entries)
     return reports
 
 
 def _record_one(
     delivery: Delivery, sent: Sent, worker_id: str, schedule: Sequence[float]
-) -> AttemptReport:
+) -> tuple[AttemptReport, PendingEntry | None]:
+    """Apply ``sent`` to ``delivery`` if the lease is still ours; return the report and the
+    audit entry to append (None for a refusal to send a delivery no longer ours)."""
     job, result = sent.job, sent.result
     status = result.status if result is not None else None
     error = (result.error if result is not None else sent.refusal) or None
@@ -296,6 +313,7 @@ def _record_one(
     outcome: str = "failed" if result is None else result.outcome
     if ours:
         outcome = _apply(delivery, job, result, error, outcome, sent.at, schedule)
+    entry = None
     if result is not None or ours:
         entry = PendingEntry(
             action=AUDIT_ACTION, agency_id=None, client_id=AUDIT_CLIENT, status=status or 0,
@@ -304,8 +322,7 @@ def _record_one(
         entry.target("delivery", job.delivery_id)
         entry.target("notification", job.notification_id)
         entry.target("webhook", job.webhook_id)
-        append(entry)  # recorded now: the log's times follow its order
-    return AttemptReport(
+    report = AttemptReport(
         delivery_id=job.delivery_id,
         outcome=outcome,
         notification_id=job.notification_id,
@@ -316,6 +333,7 @@ def _record_one(
         error=error,
         recorded=ours,
     )
+    return report, entry
 
 
 def _apply(

@@ -7,8 +7,9 @@ A worker killed outright leaves leases that expire (``lease`` seconds), after wh
 sends those deliveries again with the same ``webhook-id``.
 
 Periodic jobs, in the same loop: every minute the review-due announcements
-(``announce_reviews_due``), and every ``checkpoint_every`` seconds a signed audit checkpoint when
-the chain has grown since the newest one (also written to ``checkpoint_dir`` when given).
+(``announce_reviews_due``) and the summary entries of closed windows of rate-limit refusals
+(``write_closed_windows``), and every ``checkpoint_every`` seconds a signed audit checkpoint
+when the chain has grown since the newest one (also written to ``checkpoint_dir`` when given).
 """
 
 from __future__ import annotations
@@ -32,19 +33,21 @@ from sqlalchemy import func, select
 from service import delivery
 from service.audit.append import append, current_head_seq
 from service.audit.entry import PendingEntry
+from service.audit.refusals import TALLY_EXTENSION, write_closed_windows
 from service.audit.verification import create_checkpoint
 from service.database import db, today, utcnow
 from service.keys import active_keys
 from service.models.audit import AuditCheckpoint
 from service.notifications import announce_reviews_due
 from service.unit_of_work import unit_of_work
+from service.webhooks.transport import KeptConnections
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REVIEWS_EVERY = 60.0  # seconds between review-due scans
 # Attempts recorded together: up to this many, none waiting longer than this.
-RECORD_EVERY = 10
+RECORD_EVERY = 20
 RECORD_WITHIN_SECONDS = 0.5
 
 
@@ -111,12 +114,16 @@ def _loop(
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
     log.info("worker started", extra={"worker": worker_id})
+    connections = KeptConnections()
     next_reviews = next_checkpoint = time.monotonic()
     try:
         while not stop.requested:
             now = time.monotonic()
             if now >= next_reviews:
                 _periodic(_announce_reviews, "reviews")
+                # Rate-limit refusals counted in shared storage (Redis) by the app servers.
+                tally = app.extensions.get(TALLY_EXTENSION)
+                _periodic(partial(write_closed_windows, tally), "refusal summaries")
                 next_reviews = now + REVIEWS_EVERY
             if checkpoint_every > 0 and now >= next_checkpoint:
                 _periodic(lambda: _checkpoint(directory), "checkpoint")
@@ -136,8 +143,8 @@ def _loop(
                     rest = [j.delivery_id for j in claimed[index:]]  # type: ignore[index]
                     _guarded(partial(delivery.release, worker_id, rest))
                     break
-                sent = _guarded(partial(delivery.send, job, production=production,
-                                        timeout=timeout, recheck=again))  # fmt: skip
+                sent = _guarded(partial(delivery.send, job, production=production, timeout=timeout,
+                                        recheck=again, connections=connections))  # fmt: skip
                 sent_to.add(job.webhook_id)
                 if sent is not None:
                     unrecorded.append(sent)
@@ -150,6 +157,7 @@ def _loop(
                     break
                 stop.wait(poll)
     finally:
+        connections.close()
         db.session.remove()
         db.engine.dispose()
     log.info("worker stopped", extra={"worker": worker_id})

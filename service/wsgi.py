@@ -1,5 +1,15 @@
 """WSGI entry point for gunicorn: ``gunicorn service.wsgi:app``."""
 
-from service import create_app
+import sys
 
-app = create_app()
+from gunicorn.arbiter import Arbiter
+
+from service import ConfigError, create_app
+
+try:
+    app = create_app()
+except ConfigError as error:
+    # A setting the operator must fix: say it in one line, not a traceback, and exit with
+    # gunicorn's "worker failed to boot" so its master stops instead of forking workers for ever.
+    print(f"alertshare: {error}", file=sys.stderr)
+    raise SystemExit(Arbiter.WORKER_BOOT_ERROR) from None

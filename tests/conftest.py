@@ -25,6 +25,7 @@ from service.migrate import upgrade
 PG_URL = os.environ.get("ALERTSHARE_DATABASE_URL", "")
 ON_POSTGRES = PG_URL.startswith("postgresql")
 _counter = itertools.count()
+UNLIMITED = "1000000/minute"  # rate limits no test reaches by accident
 
 
 def _admin_engine() -> Any:
@@ -75,6 +76,8 @@ def fresh_database(template: str, workdir: Path) -> Iterator[str]:
 def build_app(database_url: str, data_dir: Path, **overrides: Any) -> Flask:
     """Create a test app on ``database_url``, keeping its key ring in ``data_dir``."""
     config = {"DATA_DIR": str(data_dir), "DATABASE_URL": database_url, "TESTING": True}
+    # Many tests make many requests from 127.0.0.1; tests of the limits set their own.
+    config.update(RATE_LIMIT_AUTHENTICATED=UNLIMITED, RATE_LIMIT_ANONYMOUS=UNLIMITED)
     return create_app({**config, **overrides})
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from service.cli import main
+from tests.conftest import MakeApp
 
 
 @pytest.fixture
@@ -185,3 +187,60 @@ def test_demo_then_other_commands_in_the_same_directory(fresh_directory: Path) -
     assert again.exit_code == 0, again.output
     assert "secrets were replaced just now, and the old ones no longer work" in again.output
     assert sorted(p.name for p in fresh_directory.iterdir()) == ["alertshare-data"]
+
+
+def _secret_client(run: CliRunner) -> tuple[str, str]:
+    _ok(run, "agency", "add", "kent-hv", "--name", "Kent HV", "--type", "health",
+        "--duty-contact", "03000 000000")  # fmt: skip
+    out = _ok(run, "client", "add", "kent-hv", "--name", "EMIS", "--scope", "households:read")
+    return out.split("client_id: ")[1].split()[0], out.split("client_secret: ")[1].split()[0]
+
+
+def _me(http: Any, token: str) -> int:
+    headers = {"Authorization": f"Bearer {token}", "X-Acting-Practitioner": "hv-1",
+               "X-Purpose-Of-Use": "case_work"}  # fmt: skip
+    return int(http.get("/api/v1/me", headers=headers).status_code)
+
+
+@pytest.mark.parametrize("revoke", [True, False])
+def test_rotate_secret_revokes_old_tokens_only_when_asked(
+    run: CliRunner, make_app: MakeApp, revoke: bool
+) -> None:
+    from tests.factories import ClientCredentials, get_token
+
+    client_id, secret = _secret_client(run)
+    http = make_app().test_client()
+    token = get_token(http, ClientCredentials("kent-hv", client_id, secret))
+    args = ["client", "rotate-secret", client_id] + (["--revoke-tokens"] if revoke else [])
+    out = _ok(run, *args)
+    new_secret = out.split("client_secret: ")[1].split()[0]
+    if revoke:
+        assert "revoked 1 live token" in out
+        assert _me(http, token) == 401
+    else:
+        assert "live out their lifetime" in out
+        assert _me(http, token) == 200
+    fresh = get_token(http, ClientCredentials("kent-hv", client_id, new_secret))
+    assert _me(http, fresh) == 200
+
+
+def test_weak_client_key_is_refused_in_one_line(run: CliRunner, tmp_path: Path) -> None:
+    import json
+    import warnings
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from joserfc.errors import SecurityWarning
+    from joserfc.jwk import RSAKey
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)  # joserfc's own warning on short keys
+        key = RSAKey.import_key(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    jwks = tmp_path / "weak.json"
+    jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+    _ok(run, "agency", "add", "kent-cs", "--name", "Kent", "--type", "children_social_care",
+        "--duty-contact", "03000 411111")  # fmt: skip
+    result = run.invoke(main, ["client", "add", "kent-cs", "--name", "Weak", "--scope",
+                               "warnings:write", "--jwks", str(jwks)])  # fmt: skip
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert "2048" in result.output and len(result.output.strip().splitlines()) == 1

@@ -22,7 +22,7 @@ from tests.factories import create_agency
 
 PRODUCTION = {
     "ENV": "production",
-    "SECRET_KEY": "s" * 40,
+    "SECRET_KEY": "hN4w-Qe7Lr2Tz9Xk5Vb1Pc8Ym3Fs6Jd0Ga",
     "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
     "ISSUER": "https://alertshare.example.org",
 }

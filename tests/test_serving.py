@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +22,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from pytest_httpserver import HTTPServer
+from sqlalchemy import create_engine, text
 from standardwebhooks.webhooks import Webhook
 
 from service.cli import main
@@ -116,8 +120,10 @@ def test_alertshare_serve_in_production(env: dict[str, str], tmp_path: Path) -> 
         **env,
         "ALERTSHARE_ENV": "production",
         "ALERTSHARE_KEYRING": str(keyring),
-        "ALERTSHARE_SECRET_KEY": "p" * 48,
+        "ALERTSHARE_SECRET_KEY": "Zt8-Lw3Qx6Rb1Nv9Hc4Kp7Ym2Gd5Sf0Ja",
         "ALERTSHARE_ISSUER": "https://as.example.org",
+        # Two workers need shared rate-limit counts: production refuses per-process ones.
+        "ALERTSHARE_RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379/0",
     }
     port = _free_port()
     argv = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "2"]
@@ -196,3 +202,105 @@ def _wait_for(condition: Any, timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+# --- request bodies over the limit, however framed -----------------------------------------------
+
+LIMIT = 64 * 1024  # MAX_CONTENT_LENGTH's default
+PRODUCTION_SETTINGS = {"ALERTSHARE_ENV": "production", "ALERTSHARE_ISSUER": "https://as.example.org",
+                       "ALERTSHARE_SECRET_KEY": "Zt8-Lw3Qx6Rb1Nv9Hc4Kp7Ym2Gd5Sf0Ja"}  # fmt: skip
+
+
+def _post_chunked(
+    base: str, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, str, dict[str, Any]]:
+    """POST ``body`` with ``Transfer-Encoding: chunked`` (no Content-Length), 64 KiB a chunk, as
+    a streaming client does; return the answer's status, content type and JSON body.
+
+    The answer is read while the body is still being sent: a server that refuses it need not
+    read the rest, and may close the connection before the client has finished sending.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    head = {"Host": f"{host}:{port}", "Transfer-Encoding": "chunked", "Connection": "close"}
+    lines = [f"POST {path} HTTP/1.1", *(f"{k}: {v}" for k, v in {**head, **headers}.items())]
+
+    def send() -> None:
+        try:
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            for start in range(0, len(body), LIMIT):
+                chunk = body[start : start + LIMIT]
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server answered and closed without reading everything
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        answer = response.read()
+        return response.status, response.getheader("Content-Type", ""), json.loads(answer)
+    finally:
+        sock.close()
+        sender.join(timeout=30)
+
+
+def _tokens_issued(database_url: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(text("SELECT count(*) FROM oauth_token")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _serving(kind: str, port: int, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """The command line and extra settings of each way the product serves."""
+    if kind == "gunicorn":  # what `alertshare serve` runs in production, on any database
+        return [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
+                "--config", "python:service.gunicorn_conf", "service.wsgi:app"], {}  # fmt: skip
+    serve = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "1"]
+    if kind == "development":  # Werkzeug's server
+        return serve, {}
+    keyring = tmp_path / "production-keyring.json"
+    save_keyring(generate_keyring(), keyring)
+    return serve, {**PRODUCTION_SETTINGS, "ALERTSHARE_KEYRING": str(keyring)}
+
+
+@pytest.mark.parametrize("kind", ["gunicorn", "development", "production"])
+def test_a_chunked_body_over_the_limit_is_refused_not_cut(
+    env: dict[str, str], tmp_path: Path, kind: str
+) -> None:
+    """A 5 MB chunked form to the token endpoint issued a token (the body was cut at 64 KiB and
+    the rest ignored); a JSON body that is valid up to the cut was acted on. Both are 413s, on
+    every server the product runs; a chunked body up to the limit is still read whole."""
+    if kind == "production" and not ON_POSTGRES:
+        pytest.skip("production mode refuses SQLite")
+    client_id, secret = _demo(CliRunner())
+    port = _free_port()
+    argv, settings = _serving(kind, port, tmp_path)
+    basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    form = {"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"}
+    with _server(argv, {**env, **settings}, port) as base:
+        before = _tokens_issued(env["ALERTSHARE_DATABASE_URL"])
+        padded_form = b"grant_type=client_credentials&padding=" + b"a" * (5 * 1024 * 1024)
+        status, media, problem = _post_chunked(base, "/oauth/token", padded_form, form)
+        assert (status, media) == (413, "application/problem+json"), problem
+        assert "access_token" not in problem
+        assert _tokens_issued(env["ALERTSHARE_DATABASE_URL"]) == before
+
+        status, _, issued = _post_chunked(base, "/oauth/token", b"grant_type=client_credentials",
+                                          form)  # fmt: skip
+        assert status == 200 and _tokens_issued(env["ALERTSHARE_DATABASE_URL"]) == before + 1
+        api = {"Authorization": f"Bearer {issued['access_token']}",
+               "Content-Type": "application/json", **ACTING}  # fmt: skip
+        lookup = b'{"uprn": "100062123456"}'
+        for size, expected in ((5 * 1024 * 1024, 413), (LIMIT + 1, 413), (LIMIT, 200)):
+            body = lookup.ljust(size)  # valid JSON, then spaces up to the size
+            status, media, answer = _post_chunked(base, "/api/v1/households/lookup", body, api)
+            assert status == expected, (size, answer)
+            if expected == 413:
+                assert media == "application/problem+json"
+                assert answer["status"] == 413

@@ -93,21 +93,40 @@ def _bearer_token(required: bool) -> BearerToken | None:
     """Return the request's live bearer token and identify its client; None if it has none."""
     if not required and not request.headers.get("Authorization", "").startswith("Bearer "):
         return None
-    try:
-        token: BearerToken = require_oauth.acquire_token()  # any live token; scopes come later
-    except OAuth2Error:
+    token = presented_token()
+    if isinstance(token, OAuth2Error):
         if required:
-            raise
+            raise token
         return None
     identify(token.client)
     return token
+
+
+_PRESENTED_TOKEN = "alertshare.presented_token"
+
+
+def presented_token() -> BearerToken | OAuth2Error:
+    """Return the request's live bearer token (any scope), or the error refusing it.
+
+    Looked up once per request: the rate limiter needs the client before this hook runs. Kept
+    in the request's environ, which no other request shares (an app context may span several).
+    """
+    environ = request.environ
+    if _PRESENTED_TOKEN not in environ:
+        try:
+            environ[_PRESENTED_TOKEN] = require_oauth.acquire_token()
+        except OAuth2Error as error:
+            environ[_PRESENTED_TOKEN] = error
+    found: BearerToken | OAuth2Error = environ[_PRESENTED_TOKEN]
+    return found
 
 
 def authenticate(policy: AccessPolicy, token: BearerToken) -> Caller:
     """Check the token's scopes and the acting context against ``policy``; return the caller."""
     if not set(policy.scopes) & set(token.scope.split()):
         error = InsufficientScopeError()
-        error.required_scope = " or ".join(policy.scopes)
+        # RFC 6750 section 3: the challenge's scope attribute is a space-delimited list.
+        error.required_scope = " ".join(policy.scopes)
         raise error
     practitioner = request.headers.get(PRACTITIONER_HEADER)
     purpose = request.headers.get(PURPOSE_HEADER)

@@ -27,4 +27,4 @@ def openapi_document() -> dict[str, Any]:
         for rule in current_app.url_map.iter_rules()
         if rule.rule.startswith(API_PREFIX) and rule.rule != f"{API_PREFIX}/openapi.json"
     ]
-    return build_openapi(rules, issuer_url())
+    return build_openapi(rules, issuer_url(), current_app.config["MAX_CONTENT_LENGTH"])

@@ -80,8 +80,9 @@ def from_validation_error(error: ValidationError) -> Problem:
 def from_oauth_error(error: OAuth2Error) -> Problem:
     """Build the 401/403 problem for a failed bearer-token check."""
     if error.status_code == 403:
-        scope = getattr(error, "required_scope", "")
-        detail = f"This request needs the scope {scope}." if scope else "Insufficient scope."
+        scope = getattr(error, "required_scope", "")  # space-delimited, any one of them will do
+        wanted = " or ".join(scope.split())
+        detail = f"This request needs the scope {wanted}." if scope else "Insufficient scope."
         header = f'Bearer error="insufficient_scope", scope="{scope}"'
         return Problem(
             403,

@@ -6,7 +6,8 @@ reaches no route (404, 405) or a route without a policy is audited when it is un
 OAuth prefixes. Handlers name the records they return with ``current_entry().returning(...)``;
 path ids (``*_id``) become targets. Work stands only if the request succeeded (2xx); otherwise it
 is rolled back and the entry alone is written. If the entry cannot be written the caller gets a
-503 with no data (fail closed).
+503 with no data (fail closed). A request refused over a rate limit is counted into its source's
+summary entry instead (``rate_limits``), so a flood cannot grow the log without bound.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 
 from flask import Flask, Response, current_app, g, has_request_context, request
 
+from service.api import rate_limits
 from service.api.access import policy_of
 from service.api.problems import Problem, problem_response
 from service.audit.append import append
@@ -94,6 +96,8 @@ def _complete(entry: PendingEntry, status: int) -> None:
 def close_request(response: Response) -> Response:
     """End the request's unit of work: its work and its entry commit together, once."""
     entry: PendingEntry | None = g.pop("audit_entry", None)
+    if entry is not None and rate_limits.counted_in_summary(entry):
+        entry = None  # refused over a rate limit: its source's summary entry records it
     if response.status_code >= 300:
         # Nothing a refused or failed request did may persist; only its audit entry does.
         db.session.rollback()
@@ -119,6 +123,7 @@ def close_request(response: Response) -> Response:
                 "The access could not be recorded in the audit log, so it was not allowed.",
             )
         )
+    rate_limits.write_due_summaries()
     return response
 
 

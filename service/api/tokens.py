@@ -8,14 +8,15 @@ from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import InvalidClientError
-from flask import Blueprint, Response
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError
+from flask import Blueprint, Response, request
 
 from service.api.access import public
 from service.oauth import authorization_server, metadata
 from service.oauth.server import TokenIntrospection, TokenRevocation
 
 bp = Blueprint("oauth", __name__)
+FORM = "application/x-www-form-urlencoded"
 
 
 def _oauth_response(respond: Callable[[AuthorizationServer], Response]) -> Response:
@@ -26,12 +27,23 @@ def _oauth_response(respond: Callable[[AuthorizationServer], Response]) -> Respo
     """
     server = authorization_server()
     try:
+        _require_form()
         return respond(server)
     except OAuth2Error as error:
         return server.handle_error_response(None, error)  # type: ignore[no-any-return]
     except (UnicodeDecodeError, binascii.Error, ValueError):
         malformed = InvalidClientError(description="Malformed client credentials.")
         return server.handle_error_response(None, malformed)  # type: ignore[no-any-return]
+
+
+def _require_form() -> None:
+    """Refuse a body that is not a form, which Authlib would read as no parameters at all."""
+    if request.mimetype == FORM or not (request.mimetype or request.content_length):
+        return
+    sent = "JSON" if request.is_json else "another media type"  # never echo the header back
+    raise InvalidRequestError(
+        description=f"Send the parameters as an {FORM} form (RFC 6749), not {sent}."
+    )
 
 
 @bp.post("/oauth/token")

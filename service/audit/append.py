@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,52 +27,92 @@ def append(pending: PendingEntry, now: datetime | None = None) -> int:
     the entry and its references are then a single statement, so the head is held for one round
     trip and the commit.
     """
-    if pending.outcome not in OUTCOMES:
-        raise ValueError(f"unknown outcome {pending.outcome!r}")
-    chained = {
-        **pending.recorded(),
-        "status": int(pending.status),
-        "occurred_at": format_timestamp(now or utcnow()),
-    }
-    # The stored columns: the chained fields, with the id maps as their canonical JSON text.
-    columns = {
-        **chained,
-        "targets": canonical_json(pending.targets).decode(),
-        "returned": canonical_json(pending.returned).decode(),
-    }
-    refs = [
-        {"ref_type": ref_type, "ref_id": ref_id, "relation": relation}
-        for relation, refs_by_type in (("target", pending.targets), ("returned", pending.returned))
-        for ref_type, ids in refs_by_type.items()
-        for ref_id in ids
-    ]
+    entry = _Prepared.of(pending, now or utcnow())
     connection = db.session.connection()
-    if connection.dialect.name == "postgresql":
-        prefix, suffix = _split_at_seq(canonical_bytes({**chained, "seq": _SEQ_MARKER}))
-        seq = connection.execute(
-            _APPEND_PG_WITH_REFS if refs else _APPEND_PG,
-            {**columns, "prefix": prefix, "suffix": suffix, "refs": json.dumps(refs),
-             "head_id": HEAD_ID},
-        ).scalar_one()  # fmt: skip
-        return int(seq)
+    if connection.dialect.name != "postgresql":
+        return _append_sqlite(entry)
+    seq = connection.execute(_APPEND_PG_WITH_REFS if entry.refs else _APPEND_PG,
+                             entry.pg_parameters()).scalar_one()  # fmt: skip
+    return int(seq)
+
+
+def append_all(pending: Sequence[PendingEntry], now: datetime | None = None) -> list[int]:
+    """Append several entries, in order, in the current transaction; return their seqs.
+
+    For a batch (the delivery worker records several attempts at once). On PostgreSQL the
+    first takes the head; the rest follow in one pipelined round trip, however many there are,
+    so the head is held for two round trips and the commit, not one round trip per entry.
+    Holding the head, this transaction's entries get consecutive seqs.
+    """
+    at = now or utcnow()
+    entries = [_Prepared.of(entry, at) for entry in pending]
+    connection = db.session.connection()
+    if connection.dialect.name != "postgresql" or len(entries) <= 1:
+        return [append(entry, at) for entry in pending]
+    first = append(pending[0], at)
+    connection.execute(_APPEND_PG_WITH_REFS, [entry.pg_parameters() for entry in entries[1:]])
+    return list(range(first, first + len(entries)))
+
+
+def _append_sqlite(entry: _Prepared) -> int:
+    connection = db.session.connection()
     seq, prev_hash = connection.execute(
         update(AuditHead)
         .where(AuditHead.id == HEAD_ID)
         .values(seq=AuditHead.seq + 1)
         .returning(AuditHead.seq, AuditHead.hash)
     ).one()
-    digest = link_hash(bytes(prev_hash), {**chained, "seq": seq})
+    digest = link_hash(bytes(prev_hash), {**entry.chained, "seq": seq})
     connection.execute(
-        insert(AuditEntry), {**columns, "seq": seq, "prev_hash": bytes(prev_hash), "hash": digest}
+        insert(AuditEntry),
+        {**entry.columns, "seq": seq, "prev_hash": bytes(prev_hash), "hash": digest},
     )
-    if refs:
-        connection.execute(insert(AuditRef), [{**ref, "entry_seq": seq} for ref in refs])
+    if entry.refs:
+        connection.execute(insert(AuditRef), [{**ref, "entry_seq": seq} for ref in entry.refs])
     connection.execute(
         update(AuditHead)
         .where(AuditHead.id == HEAD_ID)
         .values(prev_hash=bytes(prev_hash), hash=digest)
     )
     return int(seq)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """An entry ready to chain: its chained fields, stored columns and references."""
+
+    chained: dict[str, Any]
+    columns: dict[str, Any]
+    refs: list[dict[str, str]]
+
+    @classmethod
+    def of(cls, pending: PendingEntry, now: datetime) -> _Prepared:
+        if pending.outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {pending.outcome!r}")
+        chained = {
+            **pending.recorded(),
+            "status": int(pending.status),
+            "occurred_at": format_timestamp(now),
+        }
+        # The stored columns: the chained fields, with the id maps as their canonical JSON text.
+        columns = {
+            **chained,
+            "targets": canonical_json(pending.targets).decode(),
+            "returned": canonical_json(pending.returned).decode(),
+        }
+        refs = [
+            {"ref_type": ref_type, "ref_id": ref_id, "relation": relation}
+            for relation, by_type in (("target", pending.targets), ("returned", pending.returned))
+            for ref_type, ids in by_type.items()
+            for ref_id in ids
+        ]
+        return cls(chained, columns, refs)
+
+    def pg_parameters(self) -> dict[str, Any]:
+        """The parameters of the one-statement PostgreSQL append (see ``_pg_append``)."""
+        prefix, suffix = _split_at_seq(canonical_bytes({**self.chained, "seq": _SEQ_MARKER}))
+        return {**self.columns, "prefix": prefix, "suffix": suffix,
+                "refs": json.dumps(self.refs), "head_id": HEAD_ID}  # fmt: skip
 
 
 def current_head_seq() -> int:

@@ -41,7 +41,7 @@ GENESIS_HASH: bytes = bytes(32)
 # Each chained field and its JSON type; "ids" maps str -> array of str.
 CHAINED_FIELD_TYPES: dict[str, str] = {
     "action": "str", "agency_id": "str|null", "client_id": "str|null",
-    "kind": "str",  # "entry" or "archive"
+    "kind": "str",  # "entry", "archive", or "summary" (a window of rate-limit refusals)
     "occurred_at": "str",  # UTC "YYYY-MM-DDTHH:MM:SS.ffffffZ"
     "outcome": "str", "practitioner": "str|null", "purpose": "str|null",
     "request_id": "str|null", "returned": "ids", "seq": "int", "source_address": "str|null",

@@ -123,8 +123,25 @@ def client_revoke(client_id: str) -> None:
 
 @client_group.command("rotate-secret")
 @click.argument("client_id")
+@click.option(
+    "--revoke-tokens",
+    is_flag=True,
+    help="Also end the tokens issued under the old secret (e.g. when it leaked).",
+)
 @in_app()
-def client_rotate_secret(client_id: str) -> None:
-    """Give CLIENT_ID a new secret; the old one stops working."""
-    issued = clients.rotate_client_secret(client_id)
+def client_rotate_secret(client_id: str, revoke_tokens: bool) -> None:
+    """Give CLIENT_ID a new secret; the old one stops working at once.
+
+    Tokens already issued live out their lifetime unless --revoke-tokens ends them.
+    """
+    issued = clients.rotate_client_secret(client_id, revoke_tokens=revoke_tokens)
     click.echo(f"client_secret: {issued.secret}  (shown once; stored hashed)")
+    if revoke_tokens:
+        plural = "" if issued.revoked_tokens == 1 else "s"
+        click.echo(
+            f"revoked {issued.revoked_tokens} live token{plural} issued under earlier secrets"
+        )
+    else:
+        click.echo(
+            "tokens issued under the old secret live out their lifetime (--revoke-tokens ends them)"
+        )

@@ -8,7 +8,7 @@ import click
 
 from service import key_rotation
 from service.cli import in_app, main
-from service.config import load_config
+from service.config import ConfigError, load_config
 from service.crypto import KeyRingError, generate_keyring, load_keyring, save_keyring
 from service.keys import active_keys
 
@@ -19,7 +19,10 @@ def keys_group() -> None:
 
 
 def _keyring_path() -> Path:
-    config = load_config()
+    try:
+        config = load_config()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
     if config["KEYRING_JSON"]:
         raise click.ClickException(
             "the key ring comes from ALERTSHARE_KEYRING_JSON; change it where it is kept"

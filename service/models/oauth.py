@@ -69,7 +69,9 @@ class OAuthClient(Base, ClientMixin):  # type: ignore[misc]
         requested = scope.split()
         refused = sorted(set(requested) - set(self.scopes))
         if refused:
-            raise InvalidScopeError(description=f"Scope not allowed for this client: {refused}")
+            raise InvalidScopeError(
+                description=f"Scope not allowed for this client: {' '.join(refused)}"
+            )
         return " ".join(dict.fromkeys(requested))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:

@@ -1,68 +1,31 @@
-"""The OAuth 2.0 authorization server and resource protector: all of Authlib lives here."""
+"""The OAuth 2.0 authorization server and resource protector (clients authenticate: client_auth)."""
 
 from __future__ import annotations
 
-import hashlib
-import math
-import re
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import InvalidClientError, TokenMixin, grants
+from authlib.oauth2.rfc6749 import OAuth2Request, TokenMixin, grants
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
-from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from flask import Flask, current_app, g
-from joserfc.jwk import KeySet, KeySetSerialization
-from sqlalchemy import bindparam, delete, select
-from sqlalchemy.exc import IntegrityError
+from flask import Flask, current_app
+from sqlalchemy import bindparam, select
 
 from service.database import db, utcnow
 from service.models.agency import Agency
-from service.models.oauth import OAuthClient, OAuthToken, UsedAssertion, hash_secret
+from service.models.oauth import OAuthClient, OAuthToken, hash_secret
+from service.oauth.client_auth import (
+    ASSERTION_ALGORITHMS,
+    CLIENT_AUTH_METHODS,
+    authenticate_client,
+    query_client,
+)
+from service.oauth.identity import issuer_url
 from service.oauth.scopes import ALL_SCOPES, TOKENS_INTROSPECT
-
-CLIENT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
-MAX_ASSERTION_LIFETIME = 300
-CLIENT_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,46}\.[0-9a-f]{16}")
-
-
-def query_client(client_id: str) -> OAuthClient | None:
-    """Return the active client with ``client_id``; revoked clients and disabled agencies vanish."""
-    if not CLIENT_ID_PATTERN.fullmatch(client_id or ""):
-        return None  # not one of ours; also keeps NUL bytes and huge strings away from the database
-    query = select(OAuthClient).where(OAuthClient.client_id == client_id)
-    client: OAuthClient | None = db.session.scalar(query)
-    if client is None or not client.is_active:
-        return None
-    # The audit entry names the client that tried, whether or not it then authenticates.
-    identify(client)
-    return client
-
-
-class ClientIdentity(Protocol):
-    """What a request needs to know of its client: who it is, for which agency."""
-
-    @property
-    def client_id(self) -> str: ...
-
-    @property
-    def agency_id(self) -> str: ...
-
-
-def identify(client: ClientIdentity) -> None:
-    """Remember which client this request comes from (authenticated, or trying to)."""
-    g.oauth_client = client
-
-
-def identified_client() -> ClientIdentity | None:
-    """Return the client this request comes from, if one was identified."""
-    client: ClientIdentity | None = g.get("oauth_client")
-    return client
 
 
 @dataclass(frozen=True)
@@ -147,54 +110,13 @@ def save_token(token: dict[str, Any], oauth_request: Any) -> None:
     )
 
 
-class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
-    """RFC 7523 client authentication with a single-use signed assertion."""
+class ClientAuthenticatingServer(AuthorizationServer):  # type: ignore[misc]
+    """Authlib's server, with client authentication by one method per request, in words."""
 
-    CLIENT_AUTH_METHOD = "private_key_jwt"
-
-    def __init__(self) -> None:
-        super().__init__(validate_jti=True, leeway=30)
-
-    def verify_claims(self, claims: Any) -> None:
-        # A long-lived assertion is a long-lived credential: refuse anything but short ones,
-        # before the parent class records its jti.
-        exp = claims.get("exp")
-        if (
-            not isinstance(exp, int | float)
-            or isinstance(exp, bool)
-            or not math.isfinite(exp)
-            or exp - time.time() > MAX_ASSERTION_LIFETIME
-        ):
-            raise InvalidClientError(
-                description=f"Assertions need an exp at most {MAX_ASSERTION_LIFETIME} s ahead."
-            )
-        super().verify_claims(claims)
-
-    def get_audiences(self) -> list[str]:
-        base = issuer_url()
-        return [base, f"{base}/oauth/token", f"{base}/oauth/introspect", f"{base}/oauth/revoke"]
-
-    def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
-        # The primary key makes a replayed (client, jti) pair fail even under concurrency.
-        now = int(time.time())
-        db.session.execute(delete(UsedAssertion).where(UsedAssertion.expires_at < now))
-        spent = UsedAssertion(
-            client_id=str(claims["sub"]),
-            jti_hash=hashlib.sha256(str(jti).encode()).hexdigest(),
-            expires_at=int(claims.get("exp", now)) + self.leeway,
-        )
-        try:
-            with db.session.begin_nested():
-                db.session.add(spent)
-        except IntegrityError:
-            return False
-        return True
-
-    def resolve_client_public_key(self, client: OAuthClient) -> KeySet:
-        # A secret-based client has no keys: refuse before the JOSE layer errors out.
-        if client.auth_method != self.CLIENT_AUTH_METHOD or not client.jwks:
-            raise InvalidClientError(description="The client does not use private_key_jwt.")
-        return KeySet.import_key_set(cast(KeySetSerialization, client.public_jwks))
+    def authenticate_client(
+        self, request: OAuth2Request, methods: list[str], endpoint: str = "token"
+    ) -> OAuthClient:
+        return authenticate_client(self.query_client, request, methods, endpoint)
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
@@ -252,16 +174,6 @@ require_oauth = ProblemResourceProtector()
 require_oauth.register_token_validator(HashedBearerTokenValidator())
 
 
-def issuer_url() -> str:
-    """Return this server's issuer identifier.
-
-    Production requires ALERTSHARE_ISSUER; only development falls back to the request's host,
-    which a caller controls and so must never decide which assertion audiences are accepted.
-    """
-    configured = current_app.config.get("ISSUER")
-    return str(configured or g.request_host_url).rstrip("/")
-
-
 def metadata() -> dict[str, Any]:
     """Return the RFC 8414 authorization server metadata document."""
     base = issuer_url()
@@ -274,7 +186,7 @@ def metadata() -> dict[str, Any]:
         "response_types_supported": [],
         "scopes_supported": list(ALL_SCOPES),
         "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
-        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
     }
@@ -284,9 +196,8 @@ def init_app(app: Flask) -> None:
     """Build this app's authorization server; Authlib reads its settings from ``app.config``."""
     app.config["OAUTH2_TOKEN_EXPIRES_IN"] = {"client_credentials": app.config["TOKEN_EXPIRES_IN"]}
     app.config["OAUTH2_SCOPES_SUPPORTED"] = list(ALL_SCOPES)
-    server = AuthorizationServer(app, query_client=query_client, save_token=save_token)
+    server = ClientAuthenticatingServer(app, query_client=query_client, save_token=save_token)
     server.register_grant(ClientCredentialsGrant)
-    server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
     server.register_endpoint(TokenIntrospection)
     server.register_endpoint(TokenRevocation)
     app.extensions["alertshare.oauth"] = server

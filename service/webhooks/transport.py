@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +56,48 @@ class Attempt:
     address: str | None = None
 
 
+class KeptConnections:
+    """Connections kept open to receivers between deliveries (HTTP keep-alive), for a worker.
+
+    Kept per checked address, with the host name TLS verifies and the trust store: a kept
+    connection only ever goes where a fresh check of the URL has just said it may, so reuse opens
+    no DNS-rebinding window. One connection per address; one idle over ``idle_seconds`` is
+    closed rather than reused (receivers and load balancers drop idle connections, and a request
+    on a dropped one would fail), and past ``most`` addresses the least recently used goes.
+    """
+
+    def __init__(self, *, idle_seconds: float = 10.0, most: int = 64) -> None:
+        self.idle_seconds = idle_seconds
+        self.most = most
+        self._pools: OrderedDict[tuple[object, ...], tuple[HTTPConnectionPool, float]] = (
+            OrderedDict()
+        )
+
+    def pool(
+        self, target: CheckedTarget, address: IPAddress, ca_certs: str | None
+    ) -> HTTPConnectionPool:
+        """Return the pool for ``address`` (made when missing or idle too long)."""
+        key = (target.scheme, address, target.port, target.hostname, ca_certs)
+        now = time.monotonic()
+        kept = self._pools.pop(key, None)
+        if kept is not None and now - kept[1] > self.idle_seconds:
+            kept[0].close()
+            kept = None
+        pool = kept[0] if kept is not None else _pool(target, address, ca_certs)
+        self._pools[key] = (pool, now)
+        while len(self._pools) > self.most:
+            self._pools.popitem(last=False)[1][0].close()
+        return pool
+
+    def __len__(self) -> int:
+        return len(self._pools)
+
+    def close(self) -> None:
+        """Close every kept connection."""
+        while self._pools:
+            self._pools.popitem()[1][0].close()
+
+
 def deliver(
     target: CheckedTarget,
     body: bytes,
@@ -62,6 +105,7 @@ def deliver(
     *,
     timeout: float = 5.0,
     ca_certs: str | None = None,
+    connections: KeptConnections | None = None,
 ) -> Attempt:
     """POST ``body`` (JSON) with ``headers`` to ``target`` and classify the answer.
 
@@ -70,7 +114,9 @@ def deliver(
     call. TLS uses the hostname for SNI and certificate verification, against the system's
     trust store or the PEM bundle ``ca_certs``. Redirects are not followed. ``timeout`` bounds
     the whole call's connecting and each wait for the receiver's answer. Never raises for a
-    network failure: that is an ``Attempt`` with outcome ``retry``.
+    network failure: that is an ``Attempt`` with outcome ``retry``. With ``connections``, a
+    connection to the same address is reused when the receiver keeps it open; without, each
+    call opens and closes its own.
     """
     started = time.monotonic()
     request_headers = {k: v for k, v in headers.items() if k.lower() not in _OWN_HEADERS}
@@ -83,7 +129,10 @@ def deliver(
         if remaining <= 0:
             errors.append(f"timed out after {timeout:g} s")
             break
-        pool = _pool(target, address, Timeout(total=remaining), ca_certs)
+        if connections is not None:
+            pool = connections.pool(target, address, ca_certs)
+        else:
+            pool = _pool(target, address, ca_certs)
         where = _where(address, target.port)
         try:
             response = pool.urlopen(
@@ -93,7 +142,9 @@ def deliver(
                 headers=request_headers,
                 retries=False,
                 redirect=False,
+                timeout=Timeout(total=remaining),
                 preload_content=False,
+                release_conn=False,
                 decode_content=False,
             )
         except (NewConnectionError, ConnectTimeoutError) as exc:
@@ -106,9 +157,14 @@ def deliver(
             try:
                 return _answered(response, started, str(address))
             finally:
-                response.close()
+                if connections is None or response.length_remaining != 0:
+                    # Not kept, or a body left unread (never read past the excerpt): closing
+                    # is cheaper and safer than draining what a receiver chose to send.
+                    response.close()
+                response.release_conn()
         finally:
-            pool.close()
+            if connections is None:
+                pool.close()
     return _no_answer("; ".join(errors) or "no address to connect to", started, None)
 
 
@@ -134,14 +190,13 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-def _pool(
-    target: CheckedTarget, address: IPAddress, timeout: Timeout, ca_certs: str | None
-) -> HTTPConnectionPool:
+def _pool(target: CheckedTarget, address: IPAddress, ca_certs: str | None) -> HTTPConnectionPool:
+    # One connection per pool: a worker sends one delivery at a time.
     if target.scheme == "https":
         return HTTPSConnectionPool(
             str(address),
             target.port,
-            timeout=timeout,
+            maxsize=1,
             retries=False,
             cert_reqs=ssl.CERT_REQUIRED,
             ca_certs=ca_certs,
@@ -149,7 +204,7 @@ def _pool(
             server_hostname=target.hostname,
             assert_hostname=target.hostname,
         )
-    return HTTPConnectionPool(str(address), target.port, timeout=timeout, retries=False)
+    return HTTPConnectionPool(str(address), target.port, maxsize=1, retries=False)
 
 
 def _answered(response: BaseHTTPResponse, started: float, address: str) -> Attempt:

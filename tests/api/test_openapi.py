@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import re
 import tempfile
 import zlib
 from collections import Counter
@@ -20,15 +21,18 @@ from typing import Any
 
 import pytest
 import schemathesis
+from apispec.ext.marshmallow.common import resolve_schema_cls
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, settings
+from marshmallow import fields
+from marshmallow.validate import URL, Length, OneOf, Range, Regexp, Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from sqlalchemy import create_engine
 
 from service.migrate import upgrade
 from service.oauth.scopes import ALL_SCOPES, API_SCOPES
-from tests.conftest import build_app, dispose_app
+from tests.conftest import MakeApp, build_app, dispose_app
 from tests.factories import ACTING, create_agency, create_client, get_token
 
 DOCUMENT = "/api/v1/openapi.json"
@@ -148,6 +152,118 @@ def test_query_enums_and_ranges_are_the_ones_the_code_enforces(
                 assert (status < 300) == accepted, (path, name, value, status)
                 checked += 1
     assert checked > 20
+
+
+def _operations_with_views(app: Flask, document: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
+    """Yield (view, operation) for every operation of the document."""
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            operation = document["paths"].get(path, {}).get(method.lower())
+            if operation is not None:
+                yield app.view_functions[rule.endpoint], operation
+
+
+def test_security_lists_each_of_a_routes_scopes_as_an_alternative(
+    app: Flask, client: FlaskClient
+) -> None:
+    """A route takes any one of its scopes; OpenAPI needs every scope of one requirement, so
+    each scope is a requirement of its own, and each is one the token endpoint grants."""
+    document = _document(client)
+    granted = set(document["components"]["securitySchemes"]["oauth2"]["flows"]
+                  ["clientCredentials"]["scopes"])  # fmt: skip
+    either = 0
+    for view, operation in _operations_with_views(app, document):
+        expected = [{"oauth2": [scope]} for scope in view.access_policy.scopes]
+        assert operation["security"] == expected, operation["summary"]
+        assert set(view.access_policy.scopes) <= granted
+        either += len(expected) > 1
+    assert either >= 4  # the auditors' routes take audit:read or audit:read:all
+
+
+def test_413_names_the_body_limit_the_app_enforces(make_app: MakeApp) -> None:
+    app = make_app(MAX_CONTENT_LENGTH=4096)
+    described = {
+        operation["responses"]["413"]["description"]
+        for item in _document(app.test_client())["paths"].values()
+        for operation in item.values()
+        if "413" in operation["responses"]
+    }
+    assert described == {"Request body too large: over 4096 bytes"}
+
+
+def _declared_by_validators(field: fields.Field[Any], declared: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema keywords ``field``'s validators enforce (ranges, lengths, choices)."""
+    counts = isinstance(field, fields.List | fields.Nested)
+    types = declared.get("type")
+    numeric = bool({"integer", "number"} & set(types if isinstance(types, list) else [types]))
+    expected: dict[str, Any] = {}
+    for validator in field.validators:
+        if isinstance(validator, Length):
+            low, high = ("minItems", "maxItems") if counts else ("minLength", "maxLength")
+            expected.update({low: validator.min, high: validator.max})
+        elif isinstance(validator, Range):
+            # JSON Schema bounds only numbers; a date range is declared as x-minimum/x-maximum.
+            low, high = ("minimum", "maximum") if numeric else ("x-minimum", "x-maximum")
+            bounds = {low: validator.min, high: validator.max}
+            expected.update({k: field._serialize(v, None, None) for k, v in bounds.items()})
+        elif isinstance(validator, OneOf):
+            expected["enum"] = list(validator.choices)
+        elif isinstance(validator, Regexp):
+            assert "pattern" not in expected, "a field can declare one pattern"
+            expected["pattern"] = validator.regex.pattern
+        elif isinstance(validator, URL):
+            pattern = re.compile(declared.get("pattern", "$^"))
+            for scheme in validator.schemes or ():
+                assert pattern.match(f"{scheme.upper()}://example.org"), (scheme, pattern)
+            assert not pattern.match("ftp://example.org"), pattern
+        else:
+            # Checks the document describes in words (a check digit, distinct items) are plain
+            # functions; a marshmallow validator class here would enforce a rule undeclared.
+            assert not isinstance(validator, Validator), validator
+    return {keyword: value for keyword, value in expected.items() if value is not None}
+
+
+def _compare(schema: Any, properties: dict[str, Any], where: str, resolve: Any) -> int:
+    """Assert that each field of ``schema``, nested ones too, declares what its validators
+    enforce; return how many keywords were compared."""
+    compared = 0
+    for name, field in schema().fields.items():
+        key = field.data_key or name
+        pairs = [(f"{where}{key}", field, resolve(properties[key]))]
+        if isinstance(field, fields.List):
+            pairs.append((f"{where}{key}[]", field.inner, resolve(pairs[0][2]["items"])))
+        for label, checked, declared in pairs:
+            for keyword, value in _declared_by_validators(checked, declared).items():
+                assert declared.get(keyword) == value, (label, keyword, declared)
+                compared += 1
+            if isinstance(checked, fields.Nested):
+                nested = resolve_schema_cls(checked.nested)
+                compared += _compare(nested, declared["properties"], f"{label}.", resolve)
+    return compared
+
+
+def test_every_range_the_schemas_enforce_is_declared(app: Flask, client: FlaskClient) -> None:
+    """Lengths, item counts, numeric and date ranges, choices and patterns of every request
+    body and query parameter, as their marshmallow validators enforce them."""
+    document = _document(client)
+    components = document["components"]["schemas"]
+
+    def resolve(declared: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in declared:
+            declared = components[declared["$ref"].rsplit("/", 1)[-1]]
+        return declared
+
+    compared = 0
+    for view, operation in _operations_with_views(app, document):
+        doc = getattr(view, "api_doc", None)
+        if doc is not None and doc.request is not None:
+            body = operation["requestBody"]["content"]["application/json"]["schema"]
+            compared += _compare(doc.request, resolve(body)["properties"], "", resolve)
+        if doc is not None and doc.query is not None:
+            query = {p["name"]: p["schema"] for p in operation["parameters"] if p["in"] == "query"}
+            compared += _compare(doc.query, query, "?", resolve)
+    assert compared > 150
 
 
 # --- schemathesis against the app, in process ---------------------------------------------------

@@ -7,10 +7,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
+from service.audit.append import append, append_all, current_head_seq
+from service.audit.entry import PendingEntry
 from service.audit.verification import verify_log
 from service.database import db
 from service.models import OAuthToken
+from service.models.audit import AuditRef
 from service.oauth.scopes import AUDIT_READ, HOUSEHOLDS_READ
+from service.unit_of_work import unit_of_work
 from tests.audit.helpers import audit_entries, last_entry
 from tests.conftest import MakeApp
 from tests.factories import basic_auth, bearer, create_agency, create_client, get_token
@@ -216,3 +220,26 @@ def test_source_address_behind_a_proxy(
     assert last_entry(app)["source_address"] == recorded
     with app.app_context():
         assert verify_log().ok
+
+
+def test_entries_appended_together_chain_like_entries_appended_one_by_one(app: Flask) -> None:
+    # The delivery worker records several attempts with one append_all: the entries, their
+    # references and the head must be exactly what single appends would have left.
+    def entry(n: int) -> PendingEntry:
+        pending = PendingEntry(action="delivery:attempt", client_id="alertshare-worker")
+        pending.target("delivery", f"d-{n}")
+        pending.target("webhook", "w-1")
+        return pending
+
+    with app.app_context(), unit_of_work():
+        before = current_head_seq()
+        single = append(entry(0))
+        together = append_all([entry(1), entry(2), PendingEntry(action="ops:none"), entry(3)])
+        after = append(entry(4))
+    assert [single, *together, after] == list(range(before + 1, before + 7))
+    with app.app_context():
+        assert verify_log().ok
+        refs = db.session.execute(
+            select(AuditRef.entry_seq, AuditRef.ref_id).where(AuditRef.ref_type == "delivery")
+        ).all()
+    assert sorted(refs) == [(before + 1 + n + (n > 2), f"d-{n}") for n in range(5)]

@@ -135,3 +135,30 @@ def test_server_metadata(client: FlaskClient) -> None:
         "client_secret_basic",
         "private_key_jwt",
     ]
+
+
+def test_rotated_secret_leaves_tokens_to_expire_by_default(app: Flask, client: FlaskClient) -> None:
+    creds = create_client(app)
+    token = get_token(client, creds)
+    with app.app_context():
+        clients.rotate_client_secret(creds.client_id)
+        db.session.commit()
+    assert client.get("/api/v1/me", headers=bearer(token)).status_code == 200
+
+
+def test_rotated_secret_can_revoke_the_tokens_issued_under_the_old(
+    app: Flask, client: FlaskClient
+) -> None:
+    creds, bystander = create_client(app), create_client(app)
+    old_tokens = [get_token(client, creds), get_token(client, creds)]
+    other_token = get_token(client, bystander)
+    with app.app_context():
+        rotation = clients.rotate_client_secret(creds.client_id, revoke_tokens=True)
+        db.session.commit()
+    assert rotation.revoked_tokens == 2
+    for token in old_tokens:
+        assert client.get("/api/v1/me", headers=bearer(token)).status_code == 401
+    assert client.get("/api/v1/me", headers=bearer(other_token)).status_code == 200
+    assert rotation.secret
+    creds.secret = rotation.secret
+    assert client.get("/api/v1/me", headers=bearer(get_token(client, creds))).status_code == 200

@@ -1,9 +1,11 @@
 import json
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
@@ -11,8 +13,15 @@ from pytest_httpserver import HTTPServer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from werkzeug import Request, Response
 
+from service.webhooks.addresses import CheckedTarget
 from service.webhooks.signing import generate_secret, sign
-from service.webhooks.transport import EXCERPT_BYTES, MAX_RETRY_AFTER, deliver, parse_retry_after
+from service.webhooks.transport import (
+    EXCERPT_BYTES,
+    MAX_RETRY_AFTER,
+    KeptConnections,
+    deliver,
+    parse_retry_after,
+)
 from tests.webhooks.conftest import LOCALHOST, SNI_SEEN, CertificateAuthority, make_target
 
 BODY = json.dumps({"type": "warning.published", "warning_id": "7c9e"}).encode()
@@ -220,3 +229,144 @@ def test_an_ipv6_address_is_reached_too() -> None:
         assert server.log[0][0].headers["Host"] == f"[::1]:{server.port}"
     finally:
         server.stop()
+
+
+# --- kept connections (a worker's keep-alive) ----------------------------------------------------
+
+
+class _KeepAliveReceiver:
+    """A receiver that keeps connections open (HTTP/1.1), noting each request's client port;
+    ``answer`` is the body it sends, ``http10`` makes it close after every response instead."""
+
+    def __init__(
+        self, *, answer: bytes = b"", http10: bool = False, host: str = "127.0.0.1"
+    ) -> None:
+        ports: list[int] = []
+        self.ports = ports
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0" if http10 else "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                self.rfile.read(int(self.headers["Content-Length"]))
+                ports.append(self.client_address[1])
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def target(self, address: str = "127.0.0.1") -> CheckedTarget:
+        port = self.server.server_address[1]
+        return CheckedTarget("http", "127.0.0.1", port, "/hook", (IPv4Address(address),))
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def keep_alive() -> Iterator[Callable[..., _KeepAliveReceiver]]:
+    started: list[_KeepAliveReceiver] = []
+
+    def start(**options: object) -> _KeepAliveReceiver:
+        started.append(_KeepAliveReceiver(**options))  # type: ignore[arg-type]
+        return started[-1]
+
+    yield start
+    for receiver in started:
+        receiver.stop()
+
+
+@pytest.fixture
+def connections() -> Iterator[KeptConnections]:
+    kept = KeptConnections()
+    yield kept
+    kept.close()
+
+
+def test_kept_connections_reuse_one_connection_per_checked_address(
+    keep_alive: Callable[..., _KeepAliveReceiver], connections: KeptConnections
+) -> None:
+    receiver = keep_alive()
+    attempts = [deliver(receiver.target(), BODY, {}, connections=connections) for _ in range(3)]
+    assert [a.outcome for a in attempts] == ["delivered"] * 3
+    assert len(receiver.ports) == 3 and len(set(receiver.ports)) == 1
+
+
+def test_without_kept_connections_each_delivery_opens_its_own(
+    keep_alive: Callable[..., _KeepAliveReceiver],
+) -> None:
+    receiver = keep_alive()
+    for _ in range(2):
+        assert deliver(receiver.target(), BODY, {}).outcome == "delivered"
+    assert len(set(receiver.ports)) == 2
+
+
+def test_another_checked_address_gets_its_own_connection(
+    keep_alive: Callable[..., _KeepAliveReceiver], connections: KeptConnections
+) -> None:
+    # Kept per address the check returned: a new answer from DNS never rides an old connection.
+    receiver = keep_alive(host="0.0.0.0")  # noqa: S104 (to be reached at 127.0.0.2 too)
+    for address in ("127.0.0.1", "127.0.0.2", "127.0.0.1"):
+        assert deliver(receiver.target(address), BODY, {}, connections=connections).outcome == (
+            "delivered"
+        )
+    assert len(set(receiver.ports)) == 2
+    assert len(connections) == 2
+
+
+def test_a_connection_idle_too_long_is_not_reused(
+    keep_alive: Callable[..., _KeepAliveReceiver],
+) -> None:
+    receiver = keep_alive()
+    connections = KeptConnections(idle_seconds=0.05)
+    try:
+        deliver(receiver.target(), BODY, {}, connections=connections)
+        time.sleep(0.1)
+        deliver(receiver.target(), BODY, {}, connections=connections)
+    finally:
+        connections.close()
+    assert len(set(receiver.ports)) == 2
+
+
+def test_an_answer_longer_than_the_excerpt_closes_the_connection(
+    keep_alive: Callable[..., _KeepAliveReceiver], connections: KeptConnections
+) -> None:
+    # The rest of a long answer is never read, so that connection cannot carry the next request.
+    receiver = keep_alive(answer=b"x" * (EXCERPT_BYTES * 4))
+    first = deliver(receiver.target(), BODY, {}, connections=connections)
+    second = deliver(receiver.target(), BODY, {}, connections=connections)
+    assert (first.outcome, second.outcome) == ("delivered", "delivered")
+    assert len(first.excerpt) == EXCERPT_BYTES
+    assert len(set(receiver.ports)) == 2
+
+
+def test_a_receiver_that_closes_each_connection_still_gets_every_delivery(
+    keep_alive: Callable[..., _KeepAliveReceiver], connections: KeptConnections
+) -> None:
+    receiver = keep_alive(http10=True)
+    outcomes = [deliver(receiver.target(), BODY, {}, connections=connections).outcome
+                for _ in range(5)]  # fmt: skip
+    assert outcomes == ["delivered"] * 5
+    assert len(set(receiver.ports)) == 5
+
+
+def test_kept_connections_keep_at_most_the_addresses_they_are_allowed(
+    keep_alive: Callable[..., _KeepAliveReceiver],
+) -> None:
+    receiver = keep_alive(host="0.0.0.0")  # noqa: S104 (to be reached at 127.0.0.2 and .3)
+    connections = KeptConnections(most=2)
+    try:
+        for address in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
+            deliver(receiver.target(address), BODY, {}, connections=connections)
+        assert len(connections) == 2
+    finally:
+        connections.close()
+    assert len(connections) == 0

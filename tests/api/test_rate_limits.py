@@ -1,0 +1,358 @@
+"""Rate limits: per client, per source address, 429 with Retry-After, and a bounded audit log
+that still accounts for every refused request (one summary entry per source and window)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import event
+
+from service import create_app
+from service.api.rate_limits import rate_limit_problems
+from service.audit.append import append
+from service.audit.refusal_tally import MemoryTally, RedisTally, Refusal
+from service.audit.refusals import (
+    RATE_LIMITED_ACTION,
+    TALLY_EXTENSION,
+    refusals_in,
+    summary_entry,
+    write_closed_windows,
+)
+from service.audit.verification import verify_log
+from service.config import ConfigError
+from service.database import db, utcnow
+from service.unit_of_work import unit_of_work
+from service.worker import run as run_worker
+from tests.audit.helpers import audit_entries
+from tests.conftest import UNLIMITED, MakeApp
+from tests.factories import basic_auth, bearer, create_client, get_token
+
+REDIS_URL = os.environ.get("ALERTSHARE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+BAD_LOGIN = basic_auth("nobody.0123456789abcdef", "wrong-secret")
+TOKEN_FORM = {"grant_type": "client_credentials"}
+
+
+def later() -> Any:
+    """A moment by which every window opened during a test has closed."""
+    return utcnow() + timedelta(hours=2)
+
+
+def write_summaries(app: Flask) -> int:
+    with app.app_context():
+        return write_closed_windows(app.extensions[TALLY_EXTENSION], later())
+
+
+def summaries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in entries if e["action"] == RATE_LIMITED_ACTION]
+
+
+def fail_token_requests(client: FlaskClient, n: int, **headers: str) -> list[int]:
+    return [
+        client.post("/oauth/token", data=TOKEN_FORM, headers={**BAD_LOGIN, **headers}).status_code
+        for _ in range(n)
+    ]
+
+
+# --- the answer over the limit ------------------------------------------------------------------
+
+
+def test_a_failed_token_flood_is_refused_with_a_429_problem_and_retry_after(
+    make_app: MakeApp,
+) -> None:
+    client = make_app(RATE_LIMIT_ANONYMOUS="5/minute").test_client()
+    assert fail_token_requests(client, 5) == [401] * 5
+    response = client.post("/oauth/token", data=TOKEN_FORM, headers=BAD_LOGIN)
+    assert response.status_code == 429
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["type"] == "urn:alertshare:problem:too-many-requests"
+    assert body["status"] == 429 and "5 per 1 minute" in body["detail"]
+    assert body["request_id"] == response.headers["X-Request-Id"]
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+
+
+def test_each_client_has_its_own_limit(make_app: MakeApp) -> None:
+    app = make_app(RATE_LIMIT_AUTHENTICATED="3/minute", RATE_LIMIT_ANONYMOUS=UNLIMITED)
+    client = app.test_client()
+    first, second = create_client(app), create_client(app)
+    first_token, second_token = get_token(client, first), get_token(client, second)
+    statuses = [client.get("/api/v1/me", headers=bearer(first_token)).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    refused = client.get("/api/v1/me", headers=bearer(first_token))
+    assert "from this client" in refused.get_json()["detail"]
+    # Another client from the same address is not held back by the first one's use.
+    assert client.get("/api/v1/me", headers=bearer(second_token)).status_code == 200
+
+
+def test_an_invalid_token_counts_against_the_address_not_a_client(make_app: MakeApp) -> None:
+    app = make_app(RATE_LIMIT_AUTHENTICATED=UNLIMITED, RATE_LIMIT_ANONYMOUS="3/minute")
+    client = app.test_client()
+    token = get_token(client, create_client(app))  # the address's first request
+    garbage = [client.get("/api/v1/me", headers=bearer("forged")).status_code for _ in range(3)]
+    assert garbage == [401, 401, 429]
+    assert client.get("/api/v1/me", headers=bearer(token)).status_code == 200
+
+
+def test_unrouted_paths_are_limited_per_address(make_app: MakeApp) -> None:
+    client = make_app(RATE_LIMIT_ANONYMOUS="3/minute").test_client()
+    statuses = [client.get(f"/api/v1/probe-{n}").status_code for n in range(3)]
+    statuses.append(client.post("/oauth/nothing-here").status_code)
+    assert statuses == [404, 404, 404, 429]
+
+
+def test_the_address_is_the_client_behind_a_trusted_proxy(make_app: MakeApp) -> None:
+    client = make_app(RATE_LIMIT_ANONYMOUS="2/minute", TRUSTED_PROXIES=1).test_client()
+    one, other = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "198.51.100.20"}
+    assert fail_token_requests(client, 3, **one) == [401, 401, 429]
+    assert fail_token_requests(client, 1, **other) == [401]
+
+
+def test_health_probes_are_never_limited(make_app: MakeApp) -> None:
+    client = make_app(RATE_LIMIT_ANONYMOUS="1/minute").test_client()
+    assert [client.get("/healthz").status_code for _ in range(5)] == [200] * 5
+    assert client.get("/readyz").status_code == 200
+
+
+def test_the_token_is_looked_up_once_per_request(make_app: MakeApp) -> None:
+    app = make_app(RATE_LIMIT_AUTHENTICATED="100/minute")
+    client = app.test_client()
+    token = get_token(client, create_client(app))
+    statements: list[str] = []
+    with app.app_context():
+        engine = db.engine
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert client.get("/api/v1/me", headers=bearer(token)).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert sum("token_hash" in statement for statement in statements) == 1
+
+
+# --- the audit log: bounded, and complete in count ----------------------------------------------
+
+
+def test_a_flood_adds_a_handful_of_entries_whose_counts_add_up(make_app: MakeApp) -> None:
+    app = make_app(RATE_LIMIT_ANONYMOUS="5/minute")
+    client = app.test_client()
+    statuses = fail_token_requests(client, 505)
+    assert statuses[:5] == [401] * 5 and statuses[5:] == [429] * 500
+    write_summaries(app)
+    entries = audit_entries(app)
+    written = summaries(entries)
+    # The five answered requests have an entry each; the 500 refused, a summary per window.
+    assert len(entries) - len(written) == 5
+    assert 1 <= len(written) <= 2  # two only if the flood crossed a window's edge
+    assert sum(refusals_in(entry) for entry in written) == 500
+    for entry in written:
+        assert (entry["kind"], entry["status"], entry["source_address"]) == (
+            "summary", 429, "127.0.0.1",
+        )  # fmt: skip
+        assert entry["targets"]["first_refusal_at"] <= entry["targets"]["last_refusal_at"]
+    # Written once: a second pass has nothing left to write.
+    assert write_summaries(app) == 0
+    with app.app_context():
+        assert verify_log().ok
+
+
+def test_a_client_s_summary_names_it_and_its_first_refused_request(make_app: MakeApp) -> None:
+    app = make_app(RATE_LIMIT_AUTHENTICATED="2/minute", RATE_LIMIT_ANONYMOUS=UNLIMITED)
+    client = app.test_client()
+    creds = create_client(app)
+    token = get_token(client, creds)
+    for n in range(5):
+        client.get("/api/v1/me", headers={**bearer(token), "X-Request-Id": f"call-{n}"})
+    assert write_summaries(app) == 3
+    (summary,) = summaries(audit_entries(app))
+    assert (summary["client_id"], summary["agency_id"]) == (creds.client_id, creds.agency_id)
+    assert summary["request_id"] == "call-2"
+    assert summary["targets"]["refusals"] == ["3"]
+    assert summary["outcome"] == "failed"
+
+
+def test_refusals_are_written_by_a_later_request_once_their_window_closed(
+    make_app: MakeApp,
+) -> None:
+    app = make_app(RATE_LIMIT_ANONYMOUS="1/minute")
+    tally = app.extensions[TALLY_EXTENSION]
+    long_ago = utcnow() - timedelta(minutes=10)
+    for _ in range(4):
+        tally.record(Refusal("address:192.0.2.1", "192.0.2.1"), long_ago)
+    assert summaries(audit_entries(app)) == []
+    app.test_client().get("/healthz")  # any request looks for closed windows
+    (summary,) = summaries(audit_entries(app))
+    assert (summary["source_address"], refusals_in(summary)) == ("192.0.2.1", 4)
+
+
+def test_a_refusal_that_cannot_be_counted_is_recorded_on_its_own(make_app: MakeApp) -> None:
+    # No Redis answers on port 1: the limits fall back to this process's memory, and the
+    # refusals, which cannot be counted, are each recorded as any request is.
+    app = make_app(RATE_LIMIT_ANONYMOUS="2/minute", RATE_LIMIT_STORAGE="redis://127.0.0.1:1/0")
+    assert fail_token_requests(app.test_client(), 4) == [401, 401, 429, 429]
+    entries = audit_entries(app)
+    assert [e["status"] for e in entries] == [401, 401, 429, 429]
+    assert summaries(entries) == []
+
+
+def test_the_worker_writes_the_summaries_of_closed_windows(make_app: MakeApp) -> None:
+    app = make_app()
+    long_ago = utcnow() - timedelta(minutes=10)
+    for _ in range(3):
+        app.extensions[TALLY_EXTENSION].record(Refusal("address:192.0.2.9", "192.0.2.9"), long_ago)
+    assert run_worker(app, worker_id="test-worker", once=True, checkpoint_every=0) == 0
+    (summary,) = summaries(audit_entries(app))
+    assert refusals_in(summary) == 3
+
+
+def test_a_window_that_cannot_be_written_is_kept_for_the_next_attempt(app: Flask) -> None:
+    tally = MemoryTally(60)
+    long_ago = utcnow() - timedelta(minutes=10)
+    tally.record(Refusal("address:192.0.2.3", "192.0.2.3"), long_ago)
+    (key,) = tally.closed(later())
+    assert tally.claim(key, later()) is not None
+    assert tally.claim(key, later()) is None  # held by its writer
+    tally.record(Refusal("address:192.0.2.3", "192.0.2.3"), long_ago)  # a late arrival
+    tally.release(key)  # the writer failed
+    with app.app_context():
+        assert write_closed_windows(tally, later()) == 2
+    (summary,) = summaries(audit_entries(app))
+    assert refusals_in(summary) == 2
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def production(**overrides: Any) -> dict[str, Any]:
+    return {"RATE_LIMIT_AUTHENTICATED": "600/minute", "RATE_LIMIT_ANONYMOUS": "60/minute",
+            "RATE_LIMIT_STORAGE": "memory://", "RATE_LIMIT_SUMMARY_SECONDS": 60,
+            "RATE_LIMITS_BY_GATEWAY": False, "WORKERS": None, **overrides}  # fmt: skip
+
+
+def test_production_refuses_in_memory_limits_with_several_workers() -> None:
+    (problem,) = rate_limit_problems(production(WORKERS=4))
+    assert "memory://" in problem and "4 workers" in problem
+    assert rate_limit_problems(production(WORKERS=1)) == []
+    assert rate_limit_problems(production(WORKERS=4, RATE_LIMITS_BY_GATEWAY=True)) == []
+    redis_storage = production(WORKERS=4, RATE_LIMIT_STORAGE="redis://cache.internal:6379/0")
+    assert rate_limit_problems(redis_storage) == []
+
+
+def test_unusable_limit_settings_are_refused_in_one_line(make_app: MakeApp) -> None:
+    for setting, value in (
+        ("RATE_LIMIT_ANONYMOUS", "lots"),
+        ("RATE_LIMIT_AUTHENTICATED", ""),
+        ("RATE_LIMIT_STORAGE", "memcached://127.0.0.1:11211"),
+    ):
+        with pytest.raises(ConfigError, match=f"ALERTSHARE_{setting}"):
+            make_app(**{setting: value})
+    assert rate_limit_problems(production(RATE_LIMIT_ANONYMOUS="ten")) != []
+
+
+def test_limits_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("ALERTSHARE_RATE_LIMIT_ANONYMOUS", "2/minute")
+    monkeypatch.setenv("ALERTSHARE_WORKERS", "3")
+    app = create_app({"DATA_DIR": str(tmp_path), "DATABASE_URL": database_url})
+    assert app.config["WORKERS"] == 3
+    assert fail_token_requests(app.test_client(), 3) == [401, 401, 429]
+    with app.app_context():
+        db.engine.dispose()
+
+
+# --- Redis: one count for every process -------------------------------------------------------
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own in the real Redis; its keys are deleted afterwards."""
+    server = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        server.ping()
+    except redis.RedisError:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis does not answer at {REDIS_URL}: with CI=true these tests run")
+        pytest.skip(f"Redis does not answer at {REDIS_URL}")
+    prefix = f"alertshare-test-{uuid.uuid4().hex}"
+    yield prefix
+    for key in server.scan_iter(match=f"*{prefix}*"):
+        server.delete(key)
+    server.close()
+
+
+def shared_apps(make_app: MakeApp, prefix: str, **limits: str) -> tuple[Flask, Flask]:
+    settings = {"RATE_LIMIT_STORAGE": REDIS_URL, "RATE_LIMIT_KEY_PREFIX": prefix, **limits}
+    return make_app(**settings), make_app(**settings)
+
+
+def test_two_processes_sharing_redis_share_one_count(make_app: MakeApp, redis_prefix: str) -> None:
+    one, other = shared_apps(make_app, redis_prefix, RATE_LIMIT_ANONYMOUS="4/minute")
+    clients = [one.test_client(), other.test_client()]
+    statuses = [clients[n % 2].post("/oauth/token", data=TOKEN_FORM, headers=BAD_LOGIN)
+                for n in range(10)]  # fmt: skip
+    assert [response.status_code for response in statuses] == [401] * 4 + [429] * 6
+    # Both counted their refusals into the same windows: one summary each, whoever writes it.
+    assert write_summaries(one) == 6
+    assert write_summaries(other) == 0
+    written = summaries(audit_entries(one))
+    assert 1 <= len(written) <= 2 and sum(refusals_in(e) for e in written) == 6
+    with one.app_context():
+        assert verify_log().ok
+
+
+def test_a_client_s_limit_is_shared_by_every_process(make_app: MakeApp, redis_prefix: str) -> None:
+    one, other = shared_apps(
+        make_app, redis_prefix, RATE_LIMIT_AUTHENTICATED="3/minute", RATE_LIMIT_ANONYMOUS=UNLIMITED
+    )
+    token = get_token(one.test_client(), create_client(one))
+    clients = [one.test_client(), other.test_client()]
+    statuses = [clients[n % 2].get("/api/v1/me", headers=bearer(token)).status_code
+                for n in range(5)]  # fmt: skip
+    assert statuses == [200, 200, 200, 429, 429]
+
+
+def test_a_writer_that_died_after_its_commit_does_not_write_twice(
+    app: Flask, redis_prefix: str
+) -> None:
+    tally = RedisTally(REDIS_URL, redis_prefix, 60)
+    long_ago = utcnow() - timedelta(minutes=10)
+    for _ in range(7):
+        tally.record(Refusal("address:192.0.2.5", "192.0.2.5"), long_ago)
+    (key,) = tally.closed(later())
+    window = tally.claim(key, utcnow())
+    assert window is not None and window.count == 7
+    with app.app_context(), unit_of_work():
+        append(summary_entry(window))  # committed; then the writer died before completing
+    assert tally.claim(key, utcnow()) is None  # its lease still runs
+    # Once the lease has run out, the next writer takes the window over and finds its entry.
+    with app.app_context():
+        assert write_closed_windows(tally, utcnow() + timedelta(minutes=5)) == 7
+    assert [refusals_in(e) for e in summaries(audit_entries(app))] == [7]
+    assert tally.closed(later()) == []
+
+
+def test_refusals_arriving_during_a_write_are_counted_in_a_summary_of_their_own(
+    app: Flask, redis_prefix: str
+) -> None:
+    tally = RedisTally(REDIS_URL, redis_prefix, 60)
+    long_ago = utcnow() - timedelta(minutes=10)
+    tally.record(Refusal("address:192.0.2.6", "192.0.2.6"), long_ago)
+    (key,) = tally.closed(later())
+    assert tally.claim(key, utcnow()) is not None
+    tally.record(Refusal("address:192.0.2.6", "192.0.2.6"), long_ago)  # a slow request
+    tally.release(key)  # the writer failed: the window is written by the next one
+    with app.app_context():
+        assert write_closed_windows(tally, later()) == 1
+        assert write_closed_windows(tally, later()) == 1
+    assert sorted(refusals_in(e) for e in summaries(audit_entries(app))) == [1, 1]
