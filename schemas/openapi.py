@@ -79,9 +79,18 @@ _ERROR_STATUSES = {
     413: "Request body too large",
     415: "Request body must be JSON",
     428: "Send If-Match with the ETag you read",
+    429: "Too many requests: over your client's rate limit (or, without a live token, your "
+    "address's); retry after Retry-After seconds",
     503: "Service unavailable (for example the audit log cannot be written)",
 }
-_EVERY_OPERATION = (400, 401, 403, 404, 503)
+# Every API request counts against a rate limit (service/api/rate_limits.py).
+_EVERY_OPERATION = (400, 401, 403, 404, 429, 503)
+RETRY_AFTER_HEADER = {
+    "description": "Seconds to wait before trying again.",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1},
+}
+_ERROR_HEADERS = {429: {"Retry-After": RETRY_AFTER_HEADER}}
 _WITH_A_BODY = (413, 415)
 _WITH_IF_MATCH = (412, 428)
 
@@ -181,6 +190,16 @@ def _success(doc: ApiDoc) -> dict[str, Any]:
     return ok
 
 
+def _error(status: int, description: str) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/problem+json": {"schema": "Problem"}},
+    }
+    if status in _ERROR_HEADERS:
+        response["headers"] = copy.deepcopy(_ERROR_HEADERS[status])
+    return response
+
+
 def _operation(view: Callable[..., Any], error_statuses: Mapping[int, str]) -> dict[str, Any]:
     policy = getattr(view, "access_policy", None)
     doc: ApiDoc = getattr(view, "api_doc", ApiDoc(None, None, None, 200))
@@ -191,13 +210,9 @@ def _operation(view: Callable[..., Any], error_statuses: Mapping[int, str]) -> d
         statuses.update(_WITH_A_BODY)
     if doc.if_match:
         statuses.update(_WITH_IF_MATCH)
-    problem = {"application/problem+json": {"schema": "Problem"}}
     operation["responses"] = {
         str(doc.status): _success(doc),
-        **{
-            str(status): {"description": error_statuses[status], "content": problem}
-            for status in sorted(statuses)
-        },
+        **{str(status): _error(status, error_statuses[status]) for status in sorted(statuses)},
     }
     parameters: list[dict[str, Any]] = []
     if policy is not None and not policy.public:

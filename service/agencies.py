@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from service.database import db, utcnow
 from service.errors import Conflict, InvalidInput, NotFound
@@ -54,7 +54,11 @@ def agencies_by_id(agency_ids: Iterable[str]) -> dict[str, Agency]:
     wanted = set(agency_ids)
     if not wanted:
         return {}
-    return {a.id: a for a in db.session.scalars(select(Agency).where(Agency.id.in_(wanted)))}
+    return {a.id: a for a in db.session.scalars(_AGENCIES_BY_ID, {"agency_ids": list(wanted)})}
+
+
+# Built once (compiled form and cache key reused): every briefing names the agencies involved.
+_AGENCIES_BY_ID = select(Agency).where(Agency.id.in_(bindparam("agency_ids", expanding=True)))
 
 
 def disable_agency(slug: str) -> Agency:

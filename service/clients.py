@@ -9,21 +9,21 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, cast
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from joserfc.errors import JoseError, SecurityWarning
-from joserfc.jwk import Key, KeySet, KeySetSerialization
+from joserfc.jwk import KeySet, KeySetSerialization
 from sqlalchemy import CursorResult, select, update
 
 from service.agencies import get_agency
 from service.database import db, utcnow
 from service.errors import InvalidInput, NotFound
-from service.models.oauth import AUTH_METHODS, OAuthClient, OAuthToken, hash_secret
+from service.models.oauth import (
+    AUTH_METHODS,
+    OAuthClient,
+    OAuthToken,
+    hash_secret,
+    jwk_weakness,
+)
 from service.oauth.scopes import ALL_SCOPES
-
-MIN_RSA_BITS = 2048
-# P-256 and P-384, by cryptography's names: the curves of ES256 and ES384 (see service.oauth).
-EC_CURVES = frozenset({"secp256r1", "secp384r1"})
-ACCEPTED_KEYS = "RSA of 2048 bits or more, EC on P-256 or P-384, or Ed25519"
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def _check_jwks(jwks: dict[str, Any] | None) -> str:
         raise InvalidInput("private_key_jwt needs a JWK set.", errors={"jwks": ["Required."]})
     try:
         with warnings.catch_warnings():
-            # joserfc warns about short RSA keys; key_weakness() refuses them with a reason.
+            # joserfc warns about short RSA keys; jwk_weakness() refuses them with a reason.
             # (Registration runs in the CLI, one thread: the process-wide filter is safe here.)
             warnings.simplefilter("ignore", SecurityWarning)
             key_set = KeySet.import_key_set(cast(KeySetSerialization, jwks))
@@ -63,29 +63,12 @@ def _check_jwks(jwks: dict[str, Any] | None) -> str:
     if any(key.is_private for key in key_set.keys):
         raise InvalidInput("Register public keys only.", errors={"jwks": ["Holds a private key."]})
     for number, key in enumerate(key_set.keys, start=1):
-        weakness = key_weakness(key)
+        weakness = jwk_weakness(key.as_dict(private=False))
         if weakness:
             raise InvalidInput(
                 f"Key {number} of the JWK set is refused.", errors={"jwks": [weakness]}
             )
     return json.dumps(key_set.as_dict(private=False))
-
-
-def key_weakness(key: Key) -> str | None:
-    """Return why ``key`` may not sign client assertions (too weak, or not a signing key)."""
-    public = key.raw_value  # joserfc keys wrap cryptography's key objects
-    if isinstance(public, rsa.RSAPublicKey):
-        if public.key_size < MIN_RSA_BITS:
-            return f"RSA keys need {MIN_RSA_BITS} bits or more; this one has {public.key_size}."
-        return None
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        if public.curve.name in EC_CURVES:
-            return None
-        return f"EC keys must be on P-256 or P-384, not {key.as_dict()['crv']}."
-    if isinstance(public, ed25519.Ed25519PublicKey):
-        return None
-    kind = key.as_dict().get("crv") or key.key_type
-    return f"{kind} keys are not accepted; use {ACCEPTED_KEYS}."
 
 
 def add_client(

@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
     # redis://... (shared by several); the key prefix separates instances sharing a Redis.
     "RATE_LIMIT_AUTHENTICATED": "600/minute",
     "RATE_LIMIT_ANONYMOUS": "60/minute",
+    # Per source address, for /oauth/introspect and /oauth/revoke: a gateway introspects for
+    # every request it passes on, so these get their own, larger budget.
+    "RATE_LIMIT_INTROSPECTION": "600/minute",
     "RATE_LIMIT_STORAGE": "memory://",
     "RATE_LIMIT_KEY_PREFIX": "alertshare",
     "RATE_LIMIT_SUMMARY_SECONDS": 60,
@@ -52,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMITS_BY_GATEWAY": False,
     # How many server processes serve the app; gunicorn sets it (service/gunicorn_conf.py).
     "WORKERS": None,
+    # host:port of the Prometheus metrics listener (service/metrics), off the API's address:
+    # gunicorn's master serves the app servers' metrics there, each worker its own.
+    "METRICS_BIND": None,
 }
 
 # Environment values arrive as strings; these keys are converted to int.
@@ -103,7 +109,21 @@ def load_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     config["DATABASE_URL"] = database_url(str(config["DATABASE_URL"]))
     if not config["KEYRING"] and not config["KEYRING_JSON"]:
         config["KEYRING"] = str(data_dir / "keyring.json")
+    if config["METRICS_BIND"]:
+        metrics_address(str(config["METRICS_BIND"]))
     return config
+
+
+def metrics_address(bind: str) -> tuple[str, int]:
+    """Return the host and port of a ``METRICS_BIND`` (``host:port``, ``[::1]:9464`` for IPv6),
+    or refuse it in one line."""
+    host, _, port = bind.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"ALERTSHARE_METRICS_BIND must be host:port, such as 127.0.0.1:9464, not {bind!r}"
+        )
+    return host, int(port)
 
 
 def database_url(value: str) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Select, bindparam, select
 
 from service.crypto.normalise import (
     normalise_nhs_number,
@@ -98,26 +98,35 @@ def add_member(
 def find_households_by_uprn(uprn: str) -> list[Household]:
     """Return households with this UPRN (exact match through its blind index)."""
     index = active_keys().indexer.uprn(uprn)
-    return list(db.session.scalars(select(Household).where(Household.uprn_index == index)))
+    return list(db.session.scalars(_HOUSEHOLDS_BY_UPRN, {"index": index}))
 
 
 def find_households_by_address(postcode: str, address_line1: str) -> list[Household]:
     """Return households at this postcode and first address line, however they were typed."""
     index = active_keys().indexer.postcode_address(postcode, address_line1)
-    query = select(Household).where(Household.postcode_line1_index == index)
-    return list(db.session.scalars(query))
+    return list(db.session.scalars(_HOUSEHOLDS_BY_ADDRESS, {"index": index}))
 
 
 def find_people_by_name_and_birth_date(family_name: str, date_of_birth: date) -> list[Person]:
     """Return people with this family name and date of birth."""
     index = active_keys().indexer.person(family_name, date_of_birth)
-    return list(db.session.scalars(select(Person).where(Person.name_dob_index == index)))
+    return list(db.session.scalars(_PEOPLE_BY_NAME_AND_BIRTH, {"index": index}))
 
 
 def find_people_by_nhs_number(nhs_number: str) -> list[Person]:
     """Return people with this NHS number (which must pass its check digit)."""
     index = active_keys().indexer.nhs_number(nhs_number)
-    return list(db.session.scalars(select(Person).where(Person.nhs_number_index == index)))
+    return list(db.session.scalars(_PEOPLE_BY_NHS_NUMBER, {"index": index}))
+
+
+# Built once (compiled forms and cache keys reused): every publish and involvement resolves its
+# household by one of these.
+_HOUSEHOLDS_BY_UPRN = select(Household).where(Household.uprn_index == bindparam("index"))
+_HOUSEHOLDS_BY_ADDRESS = select(Household).where(
+    Household.postcode_line1_index == bindparam("index")
+)
+_PEOPLE_BY_NAME_AND_BIRTH = select(Person).where(Person.name_dob_index == bindparam("index"))
+_PEOPLE_BY_NHS_NUMBER = select(Person).where(Person.nhs_number_index == bindparam("index"))
 
 
 @dataclass(frozen=True)
@@ -197,29 +206,52 @@ def look_up(
     ``agency_id`` works with the household now.
     """
     indexer = active_keys().indexer
-    condition: ColumnElement[bool]
     if uprn is not None:
-        matched_by, condition = "uprn", Household.uprn_index == indexer.uprn(uprn)
+        matched_by, query, index = "uprn", _BY_UPRN, indexer.uprn(uprn)
     elif address is not None:
         index = indexer.postcode_address(address.postcode, address.line1)
-        matched_by, condition = "address", Household.postcode_line1_index == index
+        matched_by, query = "address", _BY_ADDRESS
+    elif nhs_number is not None:
+        index = indexer.nhs_number(normalise_nhs_number(nhs_number))
+        matched_by, query = "person", _BY_NHS_NUMBER
     else:
-        if nhs_number is not None:
-            person = Person.nhs_number_index == indexer.nhs_number(normalise_nhs_number(nhs_number))
-        else:
-            assert family_name is not None and date_of_birth is not None
-            person = Person.name_dob_index == indexer.person(family_name, date_of_birth)
-        living_there = select(Person.household_id).where(person)
-        matched_by, condition = "person", Household.id.in_(living_there)
-    query = select(Household.id, involved(agency_id, Household.id)).where(condition)
-    rows = db.session.execute(query.order_by(Household.created_at, Household.id))
+        assert family_name is not None and date_of_birth is not None
+        matched_by, query = "person", _BY_NAME_AND_BIRTH
+        index = indexer.person(family_name, date_of_birth)
+    rows = db.session.connection().execute(
+        query, {"agency_id": agency_id, "now": utcnow(), "index": index}
+    )
     return [Match(household_id, matched_by, bool(now)) for household_id, now in rows]
+
+
+def _matching(condition: ColumnElement[bool]) -> Select[str, bool]:
+    return (
+        select(Household.id, involved(bindparam("agency_id"), Household.id, at=bindparam("now")))
+        .where(condition)
+        .order_by(Household.created_at, Household.id)
+    )
+
+
+def _living_there(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    return Household.id.in_(select(Person.household_id).where(condition))
+
+
+# Built once, a statement per way of matching: the look-up is the hottest read, and a statement
+# built per request costs more CPU than the query itself (its cache key too is computed once).
+_BY_UPRN = _matching(Household.uprn_index == bindparam("index"))
+_BY_ADDRESS = _matching(Household.postcode_line1_index == bindparam("index"))
+_BY_NHS_NUMBER = _matching(_living_there(Person.nhs_number_index == bindparam("index")))
+_BY_NAME_AND_BIRTH = _matching(_living_there(Person.name_dob_index == bindparam("index")))
+_MEMBERS = (
+    select(Person)
+    .where(Person.household_id == bindparam("household_id"))
+    .order_by(Person.created_at)
+)
 
 
 def list_members(household_id: str) -> list[Person]:
     """Return the household's members, in the order they were added."""
-    query = select(Person).where(Person.household_id == household_id).order_by(Person.created_at)
-    return list(db.session.scalars(query))
+    return list(db.session.scalars(_MEMBERS, {"household_id": household_id}))
 
 
 def get_member(household_id: str, member_id: str) -> Person:

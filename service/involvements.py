@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, exists, select
+from sqlalchemy import BindParameter, ColumnElement, SQLColumnExpression, bindparam, exists, select
 from sqlalchemy.exc import IntegrityError
 
 from service.database import db, utcnow
@@ -20,7 +20,7 @@ def involved(
     agency_id: str | SQLColumnExpression[str],
     household_id: str | SQLColumnExpression[str],
     *,
-    at: datetime | None = None,
+    at: datetime | SQLColumnExpression[datetime] | None = None,
     ever: bool = False,
 ) -> ColumnElement[bool]:
     """The need-to-know rule: ``agency_id`` works with the household (now, at ``at``, or ever).
@@ -33,7 +33,7 @@ def involved(
         Involvement.household_id == household_id,
     ]
     if not ever:
-        conditions.append(Involvement.covering(at or utcnow()))
+        conditions.append(Involvement.covering(utcnow() if at is None else at))
     return exists().where(*conditions)
 
 
@@ -69,7 +69,10 @@ def involvements_with(household_ids: Collection[str]) -> list[Involvement]:
 
 
 def _access(
-    agency_id: str, household_id: str | SQLColumnExpression[str]
+    agency_id: str | SQLColumnExpression[str],
+    household_id: str | SQLColumnExpression[str],
+    *,
+    at: datetime | SQLColumnExpression[datetime] | None = None,
 ) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     """Who may see a household's detail: an agency working with it now, or one that issued a
     warning about it (withdrawn ones aside)."""
@@ -78,13 +81,38 @@ def _access(
         WarningMarker.issuing_agency_id == agency_id,
         WarningMarker.status != "entered-in-error",
     )
-    return involved(agency_id, household_id), issued
+    return involved(agency_id, household_id, at=at), issued
+
+
+# Built once (their compiled forms and cache keys are reused): every detail read checks access.
+_AGENCY: BindParameter[str] = bindparam("agency_id")
+_HOUSEHOLD: BindParameter[str] = bindparam("household_id")
+_NOW: BindParameter[datetime] = bindparam("now")
+_ACCESS = select(*_access(_AGENCY, _HOUSEHOLD, at=_NOW))
+_ACCESSIBLE_HOUSEHOLD = select(Household, *_access(_AGENCY, Household.id, at=_NOW)).where(
+    Household.id == _HOUSEHOLD
+)
+_ACTIVE_INVOLVEMENT = select(Involvement).where(
+    Involvement.agency_id == _AGENCY,
+    Involvement.household_id == _HOUSEHOLD,
+    Involvement.ended_at.is_(None),
+)
+_OTHER_INVOLVEMENTS = (
+    select(Involvement)
+    .where(
+        Involvement.household_id == _HOUSEHOLD,
+        Involvement.agency_id != _AGENCY,
+        Involvement.ended_at.is_(None),
+    )
+    .order_by(Involvement.started_at)
+)
 
 
 def require_household_access(agency_id: str, household_id: str) -> bool:
     """Raise NotFound unless the agency may see the household's detail (so others learn
     nothing); return whether it works with the household now, decided in the same query."""
-    involved_now, issuer = db.session.execute(select(*_access(agency_id, household_id))).one()
+    parameters = {"agency_id": agency_id, "household_id": household_id, "now": utcnow()}
+    involved_now, issuer = db.session.execute(_ACCESS, parameters).one()
     if not (involved_now or issuer):
         raise NotFound("No such household among those your agency works with.")
     return bool(involved_now)
@@ -93,8 +121,8 @@ def require_household_access(agency_id: str, household_id: str) -> bool:
 def accessible_household(agency_id: str, household_id: str) -> tuple[Household, bool]:
     """Return the household if the agency may see its detail (NotFound otherwise, as for
     ``require_household_access``), and whether the agency works with it now: one query."""
-    query = select(Household, *_access(agency_id, Household.id)).where(Household.id == household_id)
-    row = db.session.execute(query).first()
+    parameters = {"agency_id": agency_id, "household_id": household_id, "now": utcnow()}
+    row = db.session.execute(_ACCESSIBLE_HOUSEHOLD, parameters).first()
     if row is None or not (row[1] or row[2]):
         raise NotFound("No such household among those your agency works with.")
     return row[0], bool(row[1])
@@ -102,12 +130,8 @@ def accessible_household(agency_id: str, household_id: str) -> tuple[Household, 
 
 def active_involvement(agency_id: str, household_id: str) -> Involvement | None:
     """Return the agency's current involvement with the household, if any."""
-    query = select(Involvement).where(
-        Involvement.agency_id == agency_id,
-        Involvement.household_id == household_id,
-        Involvement.ended_at.is_(None),
-    )
-    return db.session.scalars(query).first()
+    parameters = {"agency_id": agency_id, "household_id": household_id}
+    return db.session.scalars(_ACTIVE_INVOLVEMENT, parameters).first()
 
 
 def register_involvement(
@@ -166,9 +190,5 @@ def list_involvements(agency_id: str, household_id: str | None = None) -> list[I
 
 def other_involvements(household_id: str, agency_id: str) -> list[Involvement]:
     """Return the current involvements of every other agency with the household."""
-    query = select(Involvement).where(
-        Involvement.household_id == household_id,
-        Involvement.agency_id != agency_id,
-        Involvement.ended_at.is_(None),
-    )
-    return list(db.session.scalars(query.order_by(Involvement.started_at)))
+    parameters = {"household_id": household_id, "agency_id": agency_id}
+    return list(db.session.scalars(_OTHER_INVOLVEMENTS, parameters))

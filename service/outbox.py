@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import bindparam, event, insert, select, text
 from sqlalchemy.orm import Session, SessionTransaction
 
 from service.database import db, utcnow
@@ -92,10 +92,7 @@ def write_pending(session: Session) -> int:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": OUTBOX_LOCK})
     agencies = {agency for _, told in events for agency in told}
     endpoints: dict[str, list[Webhook]] = defaultdict(list)
-    live = select(Webhook).where(
-        Webhook.agency_id.in_(agencies), Webhook.disabled_at.is_(None), Webhook.deleted_at.is_(None)
-    )
-    for webhook in session.scalars(live.order_by(Webhook.created_at)):
+    for webhook in session.scalars(_LIVE_WEBHOOKS, {"agencies": list(agencies)}):
         endpoints[webhook.agency_id].append(webhook)
     keys = [_once_key(e, agency) for e, told in events for agency in told if e.once_key]
     seen = set()
@@ -139,10 +136,8 @@ def _addressed(session: Session, events: list[Event]) -> list[tuple[Event, froze
     households = {e.recipients.household_id for e in events if isinstance(e.recipients, Involved)}
     working: dict[str, set[str]] = defaultdict(set)
     if households:
-        query = select(Involvement.household_id, Involvement.agency_id).where(
-            Involvement.household_id.in_(households), Involvement.ended_at.is_(None)
-        )
-        for household_id, agency_id in session.execute(query):
+        rows = session.execute(_WORKING_WITH, {"households": list(households)})
+        for household_id, agency_id in rows:
             working[household_id].add(agency_id)
     named = []
     for e in events:
@@ -154,6 +149,22 @@ def _addressed(session: Session, events: list[Event]) -> list[tuple[Event, froze
             audience = frozenset(agencies)
         named.append((e, audience))
     return named
+
+
+# Built once (compiled forms and cache keys reused): every change that tells anyone runs them.
+_LIVE_WEBHOOKS = (
+    select(Webhook)
+    .where(
+        Webhook.agency_id.in_(bindparam("agencies", expanding=True)),
+        Webhook.disabled_at.is_(None),
+        Webhook.deleted_at.is_(None),
+    )
+    .order_by(Webhook.created_at)
+)
+_WORKING_WITH = select(Involvement.household_id, Involvement.agency_id).where(
+    Involvement.household_id.in_(bindparam("households", expanding=True)),
+    Involvement.ended_at.is_(None),
+)
 
 
 def _once_key(event: Event, agency_id: str) -> str:

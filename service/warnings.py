@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, exists, or_, select
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -436,16 +436,10 @@ class HouseholdRecord:
 def household_record(household_id: str) -> HouseholdRecord:
     """Load the household's warnings (with whom they are shared) and incidents, each incident
     once with the warnings resting on it: three queries, however much the household holds."""
-    query = select(WarningMarker).where(WarningMarker.household_id == household_id)
-    query = query.options(selectinload(WarningMarker.shares)).order_by(WarningMarker.created_at)
-    warnings = list(db.session.scalars(query))
-    links = (
-        select(Incident, warning_incident.c.warning_id)
-        .outerjoin(warning_incident, warning_incident.c.incident_id == Incident.id)
-        .where(Incident.household_id == household_id)
-        .order_by(Incident.occurred_on.desc(), Incident.id)
-    )
-    rows = [(incident, warning_id) for incident, warning_id in db.session.execute(links)]
+    parameters = {"household_id": household_id}
+    warnings = list(db.session.scalars(_HOUSEHOLD_WARNINGS, parameters))
+    linked = db.session.execute(_HOUSEHOLD_INCIDENTS, parameters)
+    rows = [(incident, warning_id) for incident, warning_id in linked]
     resting: dict[str, list[Incident]] = {warning.id: [] for warning in warnings}
     # On PostgreSQL each statement sees what committed before it: a warning published between
     # the two reads can link an incident here to a warning not loaded above. Such an incident
@@ -466,6 +460,21 @@ def household_record(household_id: str) -> HouseholdRecord:
         rested_on = sorted(resting[warning.id], key=lambda incident: incident.occurred_on)
         set_committed_value(warning, "incidents", rested_on)
     return HouseholdRecord(warnings, incidents)
+
+
+# Built once (compiled forms and cache keys reused): every briefing reads a household's record.
+_HOUSEHOLD_WARNINGS = (
+    select(WarningMarker)
+    .where(WarningMarker.household_id == bindparam("household_id"))
+    .options(selectinload(WarningMarker.shares))
+    .order_by(WarningMarker.created_at)
+)
+_HOUSEHOLD_INCIDENTS = (
+    select(Incident, warning_incident.c.warning_id)
+    .outerjoin(warning_incident, warning_incident.c.incident_id == Incident.id)
+    .where(Incident.household_id == bindparam("household_id"))
+    .order_by(Incident.occurred_on.desc(), Incident.id)
+)
 
 
 def readable_incidents(
@@ -509,19 +518,8 @@ def flag_view(household_ids: list[str], agency_id: str, today: date) -> dict[str
     flags = {household_id: Flag() for household_id in household_ids}
     if not household_ids:
         return flags
-    shared = exists().where(
-        WarningShare.warning_id == WarningMarker.id, WarningShare.agency_id == agency_id
-    )
-    query = (
-        select(WarningMarker.household_id, WarningMarker.issuing_agency_id,
-               WarningMarker.risk_level, WarningMarker.categories, WarningMarker.precautions,
-               WarningMarker.handling, WarningMarker.review_by,
-               shared.label("shared_with_agency"), Agency)
-        .join(Agency, Agency.id == WarningMarker.issuing_agency_id)
-        .where(WarningMarker.household_id.in_(household_ids), WarningMarker.status == "active")
-        .order_by(WarningMarker.created_at, WarningMarker.id)
-    )  # fmt: skip
-    for row in db.session.execute(query):
+    rows = db.session.execute(_FLAG_VIEW, {"household_ids": household_ids, "agency_id": agency_id})
+    for row in rows:
         flag = flags[row.household_id]
         flag.active_warnings = True
         if flag.risk_level is None or RISK_ORDER[row.risk_level] > RISK_ORDER[flag.risk_level]:
@@ -534,6 +532,23 @@ def flag_view(household_ids: list[str], agency_id: str, today: date) -> dict[str
         flag.review_overdue = flag.review_overdue or row.review_by < today
         flag.issuers.setdefault(row.issuing_agency_id, row.Agency)
     return flags
+
+
+# Built once (compiled form and cache key reused): every look-up runs it. The active warnings'
+# flag columns, whether each is shared with the caller, and its issuer.
+_FLAG_VIEW = (
+    select(WarningMarker.household_id, WarningMarker.issuing_agency_id,
+           WarningMarker.risk_level, WarningMarker.categories, WarningMarker.precautions,
+           WarningMarker.handling, WarningMarker.review_by,
+           exists().where(WarningShare.warning_id == WarningMarker.id,
+                          WarningShare.agency_id == bindparam("agency_id"))
+           .label("shared_with_agency"),
+           Agency)
+    .join(Agency, Agency.id == WarningMarker.issuing_agency_id)
+    .where(WarningMarker.household_id.in_(bindparam("household_ids", expanding=True)),
+           WarningMarker.status == "active")
+    .order_by(WarningMarker.created_at, WarningMarker.id)
+)  # fmt: skip
 
 
 def members_of(household_ids: Collection[str]) -> dict[str, Person]:

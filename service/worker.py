@@ -30,13 +30,15 @@ from typing import Any, TypeVar
 from flask import Flask
 from sqlalchemy import func, select
 
-from service import delivery
+from service import delivery, metrics
 from service.audit.append import append, current_head_seq
 from service.audit.entry import PendingEntry
 from service.audit.refusals import TALLY_EXTENSION, write_closed_windows
 from service.audit.verification import create_checkpoint
 from service.database import db, today, utcnow
 from service.keys import active_keys
+from service.metrics.exposition import process_registry, serving
+from service.metrics.outbox import OutboxCollector
 from service.models.audit import AuditCheckpoint
 from service.notifications import announce_reviews_due
 from service.unit_of_work import unit_of_work
@@ -88,8 +90,10 @@ def run(
     return the exit code (0)."""
     stop = _Stop()
     previous = _install(stop)
+    # METRICS_BIND: this worker's own figures and the outbox's, read at each scrape.
+    registry = process_registry(OutboxCollector(app.app_context))
     try:
-        with app.app_context():
+        with serving(app.config.get("METRICS_BIND"), registry), app.app_context():
             return _loop(app, stop, worker_id, batch, lease, poll, once, checkpoint_every,
                          checkpoint_dir)  # fmt: skip
     finally:
@@ -180,6 +184,7 @@ def _record(unrecorded: list[delivery.Sent], worker_id: str, schedule: Sequence[
             reports.extend(_guarded(partial(delivery.record, [sent], worker_id, schedule)) or ())
     for report in reports or ():
         _log_attempt(report)
+        metrics.count_delivery(report.outcome)
     unrecorded.clear()
 
 

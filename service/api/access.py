@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6750 import InsufficientScopeError
 from flask import current_app, g, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from service.api.problems import Problem
 from service.context import (
@@ -110,6 +111,7 @@ def presented_token() -> BearerToken | OAuth2Error:
 
     Looked up once per request: the rate limiter needs the client before this hook runs. Kept
     in the request's environ, which no other request shares (an app context may span several).
+    If the database cannot answer, the request is refused with a 503 (fail closed).
     """
     environ = request.environ
     if _PRESENTED_TOKEN not in environ:
@@ -117,6 +119,11 @@ def presented_token() -> BearerToken | OAuth2Error:
             environ[_PRESENTED_TOKEN] = require_oauth.acquire_token()
         except OAuth2Error as error:
             environ[_PRESENTED_TOKEN] = error
+        except SQLAlchemyError as error:
+            raise Problem(
+                503, "unavailable", "Service unavailable",
+                "The access token could not be checked. Try again shortly.",
+            ) from error  # fmt: skip
     found: BearerToken | OAuth2Error = environ[_PRESENTED_TOKEN]
     return found
 

@@ -1,4 +1,5 @@
-"""Request ids, the one log line per request, and the headers every response carries."""
+"""Request ids, the one log line and the metrics of each request, and the headers every response
+carries."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 import uuid
 
 from flask import Flask, Response, g, request
+
+from service import metrics
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -27,13 +30,18 @@ def finish_response(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     response.headers["Cache-Control"] = "no-store"
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    started = g.get("started")
+    seconds = time.perf_counter() - started if started is not None else None
+    # By the route's template, never the path: path ids are unbounded and personal-adjacent.
+    rule = request.url_rule.rule if request.url_rule is not None else None
+    metrics.observe_request(rule, request.method, response.status_code, seconds)
     request_log.info(
         "request",
         extra={
             "method": request.method,
             "path": request.path,
             "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - g.get("started", 0.0)) * 1000, 1),
+            "duration_ms": round((seconds or 0.0) * 1000, 1),
         },
     )
     return response

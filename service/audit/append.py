@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, text, update
 
+from service import metrics
 from service.audit.chain import canonical_bytes, canonical_json, format_timestamp, link_hash
 from service.audit.entry import OUTCOMES, RECORDED_FIELDS, PendingEntry
 from service.database import db, utcnow
@@ -28,6 +29,11 @@ def append(pending: PendingEntry, now: datetime | None = None) -> int:
     trip and the commit.
     """
     entry = _Prepared.of(pending, now or utcnow())
+    with metrics.AUDIT_APPEND_SECONDS.time():
+        return _append(entry)
+
+
+def _append(entry: _Prepared) -> int:
     connection = db.session.connection()
     if connection.dialect.name != "postgresql":
         return _append_sqlite(entry)
@@ -49,8 +55,9 @@ def append_all(pending: Sequence[PendingEntry], now: datetime | None = None) -> 
     connection = db.session.connection()
     if connection.dialect.name != "postgresql" or len(entries) <= 1:
         return [append(entry, at) for entry in pending]
-    first = append(pending[0], at)
-    connection.execute(_APPEND_PG_WITH_REFS, [entry.pg_parameters() for entry in entries[1:]])
+    with metrics.AUDIT_APPEND_SECONDS.time():  # the batch's one turn at the head
+        first = _append(entries[0])
+        connection.execute(_APPEND_PG_WITH_REFS, [entry.pg_parameters() for entry in entries[1:]])
     return list(range(first, first + len(entries)))
 
 

@@ -11,16 +11,23 @@ whose writer died runs out after ``CLAIM_LEASE_SECONDS`` and the next writer tak
 (the summary's id, chosen when the window opened, lets it see whether the entry was already
 written). Refusals still arriving for a claimed window (a slow request, a skewed clock) open a
 fresh count under a new id, written as a summary of its own: nothing is counted twice or lost.
+
+A Redis that fails (down, or not answering) is not asked again for ``REDIS_RETRY_SECONDS``:
+meanwhile the tally refuses at once (``TallyUnavailable``) and each refusal is recorded on its
+own, rather than every refused request waiting out the socket timeout.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import redis
 
@@ -30,6 +37,15 @@ from service.audit.chain import format_timestamp
 # just before it closed (clocks a little apart) have landed by then.
 CLOSING_GRACE_SECONDS = 2.0
 CLAIM_LEASE_SECONDS = 60.0
+# After a Redis failure, how long the tally leaves Redis alone.
+REDIS_RETRY_SECONDS = 10.0
+
+log = logging.getLogger(__name__)
+Result = TypeVar("Result")
+
+
+class TallyUnavailable(RuntimeError):
+    """The tally's storage failed moments ago and is not being asked until it may be back."""
 
 
 @dataclass(frozen=True)
@@ -208,25 +224,40 @@ class RedisTally:
         self._record = self.client.register_script(_RECORD)
         self._claim = self.client.register_script(_CLAIM)
         self._complete = self.client.register_script(_COMPLETE)
+        self._retry_at = 0.0  # monotonic time before which Redis is left alone
+
+    def _call(self, command: Callable[[], Result]) -> Result:
+        """Run ``command`` against Redis, unless Redis failed in the last few seconds."""
+        if time.monotonic() < self._retry_at:
+            raise TallyUnavailable("Redis failed moments ago")
+        try:
+            return command()
+        except redis.RedisError as error:
+            self._retry_at = time.monotonic() + REDIS_RETRY_SECONDS
+            log.warning("Redis failed (%s): refusals are recorded one entry each for the next "
+                        "%g s", type(error).__name__, REDIS_RETRY_SECONDS)  # fmt: skip
+            raise
 
     def record(self, refusal: Refusal, at: datetime) -> None:
         start, end = window_of(at, self.window_seconds)
         key = f"{self.index}:{refusal.source}:{start}"
-        self._record(keys=[key, self.index], args=[
+        self._call(lambda: self._record(keys=[key, self.index], args=[
             uuid.uuid4().hex, format_timestamp(at), refusal.address or "",
             refusal.client_id or "", refusal.agency_id or "", refusal.request_id or "",
             refusal.source, end, _timestamp(start),
-        ])  # fmt: skip
+        ]))  # fmt: skip
 
     def closed(self, now: datetime, limit: int = 100) -> list[str]:
         cutoff = now.timestamp() - CLOSING_GRACE_SECONDS
-        keys = self.client.zrangebyscore(self.index, "-inf", cutoff, start=0, num=limit)
+        keys = self._call(
+            lambda: self.client.zrangebyscore(self.index, "-inf", cutoff, start=0, num=limit)
+        )
         return cast(list[str], keys)
 
     def claim(self, key: str, now: datetime) -> RefusalWindow | None:
         moment = now.timestamp()
-        found = self._claim(keys=[key, f"{key}:claimed", self.index],
-                            args=[moment, moment + CLAIM_LEASE_SECONDS])  # fmt: skip
+        keys, lease = [key, f"{key}:claimed", self.index], [moment, moment + CLAIM_LEASE_SECONDS]
+        found = self._call(lambda: self._claim(keys=keys, args=lease))
         if not found:
             return None
         fields = dict(zip(found[::2], found[1::2], strict=True))
@@ -238,10 +269,10 @@ class RedisTally:
                              int(fields["count"]), fields["first"], fields["last"])  # fmt: skip
 
     def complete(self, key: str) -> None:
-        self._complete(keys=[key, f"{key}:claimed", self.index])
+        self._call(lambda: self._complete(keys=[key, f"{key}:claimed", self.index]))
 
     def release(self, key: str) -> None:
-        self.client.hdel(f"{key}:claimed", "lease")
+        self._call(lambda: self.client.hdel(f"{key}:claimed", "lease"))
 
 
 def tally_for(storage_url: str, prefix: str, window_seconds: int, **options: Any) -> RefusalTally:

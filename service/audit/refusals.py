@@ -5,7 +5,9 @@ source's refusals (``refusal_tally``) becomes one entry, ``kind`` ``summary``, a
 ``request:rate-limited``, status 429, naming the client (when the limit was a client's) or
 the address, the first refused request's id, and in its targets the number of refusals and
 the times of the first and last (ids, never contents, like every entry). Written by whichever
-process next notices a closed window: a later request, or the delivery worker's loop.
+process next notices a closed window: a later request (a few per request), the delivery
+worker's loop (counts in Redis only: it cannot see a server's memory), or a process writing
+its in-memory counts as it exits.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from service.database import db, utcnow
 from service.models.audit import AuditRef
 from service.unit_of_work import unit_of_work
 
-# Where an app keeps its tally (``app.extensions``), for the worker's loop to write from.
+# Where an app keeps the tally the worker's loop writes from (``app.extensions``): a shared one
+# (Redis), or None when counts live in each server's memory, which no worker can see.
 TALLY_EXTENSION = "alertshare.refusal_tally"
 RATE_LIMITED_ACTION = "request:rate-limited"
 SUMMARY_KIND = "summary"

@@ -10,6 +10,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     LargeBinary,
+    SQLColumnExpression,
     String,
     and_,
     or_,
@@ -64,6 +65,6 @@ class Involvement(EncryptedRecord, Base):
         return self.started_at <= moment and (self.ended_at is None or moment < self.ended_at)
 
     @classmethod
-    def covering(cls, moment: datetime) -> ColumnElement[bool]:
+    def covering(cls, moment: datetime | SQLColumnExpression[datetime]) -> ColumnElement[bool]:
         """SQL: the involvement had begun and not yet ended at ``moment``."""
         return and_(cls.started_at <= moment, or_(cls.ended_at.is_(None), cls.ended_at > moment))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
-import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +19,41 @@ from service.database import Base, UTCDateTime, utcnow
 from service.models.agency import Agency
 
 AUTH_METHODS = ("client_secret_basic", "private_key_jwt")
+# The keys client assertions may be signed with: RSA (RS256, PS256), EC on P-256 and P-384
+# (ES256, ES384) and Ed25519 (Ed25519, or EdDSA by its older name).
+MIN_RSA_BITS = 2048
+EC_CURVES = ("P-256", "P-384")
+ACCEPTED_KEYS = "RSA of 2048 bits or more, EC on P-256 or P-384, or Ed25519"
+
+
+def jwk_weakness(jwk: Mapping[str, Any]) -> str | None:
+    """Return why a public JWK may not sign client assertions (too weak, or not a signing
+    key), or None if it may.
+
+    Judged on the JWK's members, before any library imports the key: the check holds at
+    registration and again for every assertion, so a key stored before it existed is refused.
+    """
+    kind, curve = jwk.get("kty"), jwk.get("crv")
+    if kind == "RSA":
+        bits = _modulus_bits(jwk.get("n"))
+        if bits < MIN_RSA_BITS:
+            return f"RSA keys need {MIN_RSA_BITS} bits or more; this one has {bits}."
+        return None
+    if kind == "EC":
+        return None if curve in EC_CURVES else f"EC keys must be on P-256 or P-384, not {curve}."
+    if kind == "OKP" and curve == "Ed25519":
+        return None
+    return f"{curve or kind} keys are not accepted; use {ACCEPTED_KEYS}."
+
+
+def _modulus_bits(n: object) -> int:
+    if not isinstance(n, str):
+        return 0
+    try:
+        modulus = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+    except (binascii.Error, ValueError):
+        return 0
+    return int.from_bytes(modulus, "big").bit_length()
 
 
 def hash_secret(value: str) -> str:
@@ -51,10 +88,6 @@ class OAuthClient(Base, ClientMixin):  # type: ignore[misc]
     @property
     def scopes(self) -> list[str]:
         return self.allowed_scopes.split()
-
-    @property
-    def public_jwks(self) -> dict[str, Any]:
-        return json.loads(self.jwks) if self.jwks else {"keys": []}
 
     def get_client_id(self) -> str:
         return self.client_id

@@ -3,6 +3,7 @@ secret or a signed, single-use client assertion (RFC 7523 ``private_key_jwt``)."
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -18,22 +19,40 @@ from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secre
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt
 from joserfc.errors import JoseError
+from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import KeySet, KeySetSerialization
+from joserfc.jws import JWSRegistry
 from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from service.database import db
 from service.models.agency import Agency
-from service.models.oauth import OAuthClient, UsedAssertion
+from service.models.oauth import OAuthClient, UsedAssertion, jwk_weakness
 from service.oauth.identity import identify, issuer_url
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
-# Signature algorithms of the keys a client may register (see service.clients): RSA, EC P-256
-# and P-384, Ed25519 (by its RFC 9864 name). Named, so joserfc's narrower default set does not
-# silently refuse keys we accepted at registration.
-ASSERTION_ALGORITHMS = ["RS256", "PS256", "ES256", "ES384", "Ed25519"]
+# Signature algorithms of the keys a client may register (jwk_weakness): RSA, EC P-256 and
+# P-384, and Ed25519, by its RFC 9864 name and by RFC 8037's "EdDSA", which most libraries
+# still send. Named, so joserfc's narrower default set does not silently refuse keys we
+# accepted at registration.
+ASSERTION_ALGORITHMS = ["RS256", "PS256", "ES256", "ES384", "Ed25519", "EdDSA"]
 ASSERTION_TYPE = JWTBearerClientAssertion.CLIENT_ASSERTION_TYPE
 MAX_ASSERTION_LIFETIME = 300
+
+
+def _eddsa_for_ed25519() -> JWSAlgModel:
+    # joserfc's own "EdDSA" also takes Ed448 keys and warns on every use (RFC 9864 deprecates
+    # the name); this one is its Ed25519 algorithm under the old name: Ed25519 keys only.
+    algorithm = copy.copy(JWSRegistry.algorithms["Ed25519"])
+    algorithm.name = "EdDSA"
+    return algorithm
+
+
+class _AssertionRegistry(JWSRegistry):
+    algorithms = {**JWSRegistry.algorithms, "EdDSA": _eddsa_for_ed25519()}
+
+
+ASSERTION_REGISTRY = _AssertionRegistry(algorithms=ASSERTION_ALGORITHMS)
 
 CLIENT_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,46}\.[0-9a-f]{16}")
 
@@ -166,9 +185,9 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         identify(client)
         if client.auth_method != self.CLIENT_AUTH_METHOD or not client.jwks:
             raise InvalidClientError(description="The client does not use private_key_jwt.")
-        keys = KeySet.import_key_set(cast(KeySetSerialization, json.loads(client.jwks)))
+        keys = _strong_keys(json.loads(client.jwks))
         try:
-            token = jwt.decode(assertion, keys, algorithms=ASSERTION_ALGORITHMS)
+            token = jwt.decode(assertion, keys, registry=ASSERTION_REGISTRY)
         except JoseError as error:
             raise InvalidClientError(
                 description=f"The assertion does not verify: {error.description}"
@@ -200,6 +219,18 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
     def get_audiences(self) -> list[str]:
         base = issuer_url()
         return [base, f"{base}/oauth/token", f"{base}/oauth/introspect", f"{base}/oauth/revoke"]
+
+
+def _strong_keys(jwks: dict[str, Any]) -> KeySet:
+    """Return the client's registered keys, refusing the client if any is too weak (a key
+    registered before registration checked strength must not authenticate)."""
+    for jwk in jwks.get("keys", []):
+        weakness = jwk_weakness(jwk)
+        if weakness:
+            raise InvalidClientError(
+                description=f"The registered key is too weak: {weakness} Register a new key set."
+            )
+    return KeySet.import_key_set(cast(KeySetSerialization, jwks))
 
 
 @contextmanager

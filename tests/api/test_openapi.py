@@ -192,6 +192,23 @@ def test_413_names_the_body_limit_the_app_enforces(make_app: MakeApp) -> None:
     assert described == {"Request body too large: over 4096 bytes"}
 
 
+def test_every_operation_declares_the_429_of_the_rate_limits(client: FlaskClient) -> None:
+    # Every API request counts against a limit; over it, a 429 problem says when to retry.
+    document = _document(client)
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            refused = operation["responses"].get("429")
+            assert refused is not None, f"{method.upper()} {path}"
+            assert "application/problem+json" in refused["content"]
+            retry_after = refused["headers"]["Retry-After"]
+            assert retry_after["required"] is True
+            assert retry_after["schema"] == {"type": "integer", "minimum": 1}
+    # The health probes are never limited (and are not part of the API).
+    assert not {"/healthz", "/readyz"} & set(document["paths"])
+
+
 def _declared_by_validators(field: fields.Field[Any], declared: dict[str, Any]) -> dict[str, Any]:
     """The JSON Schema keywords ``field``'s validators enforce (ranges, lengths, choices)."""
     counts = isinstance(field, fields.List | fields.Nested)

@@ -3,22 +3,40 @@ that still accounts for every refused request (one summary entry per source and 
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from service import create_app
-from service.api.rate_limits import rate_limit_problems
+from service.api.rate_limits import (
+    EXTENSION,
+    SUMMARIES_PER_REQUEST,
+    RateLimits,
+    rate_limit_problems,
+    write_open_summaries,
+)
 from service.audit.append import append
-from service.audit.refusal_tally import MemoryTally, RedisTally, Refusal
+from service.audit.refusal_tally import (
+    MemoryTally,
+    RedisTally,
+    Refusal,
+    RefusalTally,
+    TallyUnavailable,
+)
 from service.audit.refusals import (
     RATE_LIMITED_ACTION,
     TALLY_EXTENSION,
@@ -45,9 +63,15 @@ def later() -> Any:
     return utcnow() + timedelta(hours=2)
 
 
+def tally_of(app: Flask) -> RefusalTally:
+    """The tally the app's requests count their refusals in."""
+    limits: RateLimits = app.extensions[EXTENSION]
+    return limits.tally
+
+
 def write_summaries(app: Flask) -> int:
     with app.app_context():
-        return write_closed_windows(app.extensions[TALLY_EXTENSION], later())
+        return write_closed_windows(tally_of(app), later())
 
 
 def summaries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -185,7 +209,7 @@ def test_refusals_are_written_by_a_later_request_once_their_window_closed(
     make_app: MakeApp,
 ) -> None:
     app = make_app(RATE_LIMIT_ANONYMOUS="1/minute")
-    tally = app.extensions[TALLY_EXTENSION]
+    tally = tally_of(app)
     long_ago = utcnow() - timedelta(minutes=10)
     for _ in range(4):
         tally.record(Refusal("address:192.0.2.1", "192.0.2.1"), long_ago)
@@ -205,14 +229,141 @@ def test_a_refusal_that_cannot_be_counted_is_recorded_on_its_own(make_app: MakeA
     assert summaries(entries) == []
 
 
-def test_the_worker_writes_the_summaries_of_closed_windows(make_app: MakeApp) -> None:
+def test_the_worker_leaves_in_memory_counts_to_their_own_process(make_app: MakeApp) -> None:
+    # A worker process cannot see an app server's memory: with memory:// it writes no
+    # summaries (its own tally would always be empty), and the app's counts stay the app's.
     app = make_app()
     long_ago = utcnow() - timedelta(minutes=10)
-    for _ in range(3):
-        app.extensions[TALLY_EXTENSION].record(Refusal("address:192.0.2.9", "192.0.2.9"), long_ago)
+    tally_of(app).record(Refusal("address:192.0.2.9", "192.0.2.9"), long_ago)
+    assert app.extensions[TALLY_EXTENSION] is None
     assert run_worker(app, worker_id="test-worker", once=True, checkpoint_every=0) == 0
-    (summary,) = summaries(audit_entries(app))
-    assert refusals_in(summary) == 3
+    assert summaries(audit_entries(app)) == []
+    assert write_summaries(app) == 1  # written by the app's own process
+
+
+def test_a_request_writes_at_most_a_few_summaries(make_app: MakeApp) -> None:
+    # The rest wait for later requests (or, with Redis, the worker): a request is not held
+    # up writing a backlog of summaries.
+    app = make_app()
+    long_ago = utcnow() - timedelta(minutes=10)
+    for n in range(12):
+        tally_of(app).record(Refusal(f"address:192.0.2.{n}", f"192.0.2.{n}"), long_ago)
+    app.test_client().get("/healthz")
+    assert len(summaries(audit_entries(app))) == SUMMARIES_PER_REQUEST
+    assert write_summaries(app) == 12 - SUMMARIES_PER_REQUEST
+
+
+def test_open_windows_are_written_by_the_exit_hook(make_app: MakeApp) -> None:
+    app = make_app(RATE_LIMIT_ANONYMOUS="2/minute")
+    assert fail_token_requests(app.test_client(), 7) == [401] * 2 + [429] * 5
+    assert write_open_summaries(app) == 5  # what the process's exit hook calls
+    entries = audit_entries(app)
+    assert sum(refusals_in(entry) for entry in summaries(entries)) == 5
+    assert len(entries) - len(summaries(entries)) == 2
+    assert write_open_summaries(app) == 0
+
+
+# A process of its own: it serves refused requests with in-memory counts, then exits normally.
+EXITING_SERVER = """
+import sys
+from service import create_app
+
+app = create_app({"DATA_DIR": sys.argv[1], "DATABASE_URL": sys.argv[2],
+                  "RATE_LIMIT_ANONYMOUS": "1/minute", "LOG_LEVEL": "ERROR"})
+client = app.test_client()
+for _ in range(4):
+    client.post("/oauth/token", data={"grant_type": "client_credentials"})
+"""
+
+
+def test_a_process_writes_its_open_windows_when_it_exits(
+    make_app: MakeApp, database_url: str, tmp_path: Any
+) -> None:
+    app = make_app()  # the key ring the process shares
+    done = subprocess.run(
+        [sys.executable, "-c", EXITING_SERVER, str(tmp_path), database_url],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    entries = audit_entries(app)
+    assert [e["status"] for e in entries if e["kind"] != "summary"] == [401]
+    assert sum(refusals_in(entry) for entry in summaries(entries)) == 3
+
+
+def test_the_token_endpoints_keep_the_anonymous_limit_and_introspection_has_its_own(
+    make_app: MakeApp,
+) -> None:
+    # A gateway introspecting every request it passes on must not be held to the limit meant
+    # for failed token requests; token requests stay at the anonymous limit.
+    app = make_app(RATE_LIMIT_ANONYMOUS="2/minute", RATE_LIMIT_INTROSPECTION="5/minute")
+    client = app.test_client()
+    creds = create_client(app)
+    assert creds.secret
+    token = get_token(client, creds)  # the address's first anonymous request
+    login = basic_auth(creds.client_id, creds.secret)
+    introspections = [
+        client.post("/oauth/introspect", data={"token": token}, headers=login).status_code
+        for _ in range(6)
+    ]
+    assert introspections == [200] * 5 + [429]
+    revoked = client.post("/oauth/revoke", data={"token": "unknown"}, headers=login)
+    assert revoked.status_code == 429  # introspection and revocation share one budget
+    tokens = [client.post("/oauth/token", data=TOKEN_FORM, headers=login).status_code
+              for _ in range(2)]  # fmt: skip
+    assert tokens == [200, 429]
+
+
+def test_ipv6_sources_are_limited_by_their_64_bit_prefix(make_app: MakeApp) -> None:
+    # One host on IPv6 commonly holds a whole /64: counting each address would let it
+    # multiply its limit by choosing a fresh one per request.
+    client = make_app(RATE_LIMIT_ANONYMOUS="2/minute", TRUSTED_PROXIES=1).test_client()
+    one_host = ["2001:db8:1:2::1", "2001:db8:1:2::ffff", "2001:db8:1:2:abcd::9"]
+    statuses = [fail_token_requests(client, 1, **{"X-Forwarded-For": a})[0] for a in one_host]
+    assert statuses == [401, 401, 429]
+    assert fail_token_requests(client, 1, **{"X-Forwarded-For": "2001:db8:1:3::1"}) == [401]
+    # IPv4 is counted per address, also when written as an IPv4-mapped IPv6 address.
+    assert fail_token_requests(client, 2, **{"X-Forwarded-For": "198.51.100.1"}) == [401, 401]
+    mapped = fail_token_requests(client, 1, **{"X-Forwarded-For": "::ffff:198.51.100.1"})
+    assert mapped == [429]
+
+
+def logged_warnings(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The rate limiter's warnings in the application log (JSON lines on stderr)."""
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+             if line.startswith("{")]  # fmt: skip
+    ours = ("service.api.rate_limits", "WARNING")
+    return [line["message"] for line in lines if (line["logger"], line["level"]) == ours]
+
+
+def test_sources_without_an_address_share_one_bucket_and_say_so(
+    make_app: MakeApp, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_app(RATE_LIMIT_ANONYMOUS="1/minute", TRUSTED_PROXIES=1).test_client()
+    capsys.readouterr()
+    first = fail_token_requests(client, 1, **{"X-Forwarded-For": "not-an-address"})
+    second = fail_token_requests(client, 1, **{"X-Forwarded-For": "unknown"})
+    assert first + second == [401, 429]
+    (warning,) = logged_warnings(capsys)  # once, not once per request
+    assert "one shared limit" in warning and "not-an-address" not in warning
+
+
+def test_a_failing_token_lookup_is_limited_per_address_and_fails_closed(
+    make_app: MakeApp, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The limiter's key function looks the token up; if that raises, the limiter would skip
+    # the limits (and the request fail with a 500). It falls back to the address instead.
+    app = make_app(RATE_LIMIT_AUTHENTICATED=UNLIMITED, RATE_LIMIT_ANONYMOUS="3/minute")
+    client = app.test_client()
+    token = get_token(client, create_client(app))  # the address's first request
+    with app.app_context():
+        db.session.execute(text("ALTER TABLE oauth_token RENAME TO oauth_token_elsewhere"))
+        db.session.commit()
+    capsys.readouterr()
+    responses = [client.get("/api/v1/me", headers=bearer(token)) for _ in range(4)]
+    assert [r.status_code for r in responses] == [503, 503, 429, 429]
+    assert responses[0].mimetype == "application/problem+json"
+    (warning,) = logged_warnings(capsys)  # once, and without a traceback per request
+    assert "counts against its address" in warning and token not in warning
 
 
 def test_a_window_that_cannot_be_written_is_kept_for_the_next_attempt(app: Flask) -> None:
@@ -235,7 +386,8 @@ def test_a_window_that_cannot_be_written_is_kept_for_the_next_attempt(app: Flask
 
 def production(**overrides: Any) -> dict[str, Any]:
     return {"RATE_LIMIT_AUTHENTICATED": "600/minute", "RATE_LIMIT_ANONYMOUS": "60/minute",
-            "RATE_LIMIT_STORAGE": "memory://", "RATE_LIMIT_SUMMARY_SECONDS": 60,
+            "RATE_LIMIT_INTROSPECTION": "600/minute", "RATE_LIMIT_STORAGE": "memory://",
+            "RATE_LIMIT_SUMMARY_SECONDS": 60,
             "RATE_LIMITS_BY_GATEWAY": False, "WORKERS": None, **overrides}  # fmt: skip
 
 
@@ -252,6 +404,7 @@ def test_unusable_limit_settings_are_refused_in_one_line(make_app: MakeApp) -> N
     for setting, value in (
         ("RATE_LIMIT_ANONYMOUS", "lots"),
         ("RATE_LIMIT_AUTHENTICATED", ""),
+        ("RATE_LIMIT_INTROSPECTION", "often"),
         ("RATE_LIMIT_STORAGE", "memcached://127.0.0.1:11211"),
     ):
         with pytest.raises(ConfigError, match=f"ALERTSHARE_{setting}"):
@@ -267,6 +420,7 @@ def test_limits_come_from_the_environment(
     app = create_app({"DATA_DIR": str(tmp_path), "DATABASE_URL": database_url})
     assert app.config["WORKERS"] == 3
     assert fail_token_requests(app.test_client(), 3) == [401, 401, 429]
+    assert write_open_summaries(app) == 1  # nothing left for the exit hook
     with app.app_context():
         db.engine.dispose()
 
@@ -356,3 +510,85 @@ def test_refusals_arriving_during_a_write_are_counted_in_a_summary_of_their_own(
         assert write_closed_windows(tally, later()) == 1
         assert write_closed_windows(tally, later()) == 1
     assert sorted(refusals_in(e) for e in summaries(audit_entries(app))) == [1, 1]
+
+
+def test_the_worker_writes_the_summaries_counted_in_redis(
+    make_app: MakeApp, redis_prefix: str
+) -> None:
+    # The app servers count refusals in Redis; the worker process, with the same storage,
+    # writes the summaries of the windows that closed.
+    server, worker = shared_apps(make_app, redis_prefix)
+    long_ago = utcnow() - timedelta(minutes=10)
+    for _ in range(3):
+        tally_of(server).record(Refusal("address:192.0.2.9", "192.0.2.9"), long_ago)
+    assert run_worker(worker, worker_id="test-worker", once=True, checkpoint_every=0) == 0
+    (summary,) = summaries(audit_entries(worker))
+    assert refusals_in(summary) == 3
+    assert tally_of(server).closed(later()) == []
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """The URL of a Redis that never answers: a socket that listens and never accepts."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+
+
+def test_a_tally_stops_calling_a_redis_that_does_not_answer(blackhole: str) -> None:
+    tally = RedisTally(blackhole, "alertshare-test", 60, socket_timeout=0.5,
+                       socket_connect_timeout=0.5)  # fmt: skip
+    refusal = Refusal("address:192.0.2.1", "192.0.2.1")
+    started = time.monotonic()
+    with pytest.raises(redis.RedisError):
+        tally.record(refusal, utcnow())
+    assert time.monotonic() - started >= 0.4  # the first call waited for Redis
+    for _ in range(5):
+        started = time.monotonic()
+        with pytest.raises(TallyUnavailable):
+            tally.record(refusal, utcnow())
+        assert time.monotonic() - started < 0.1  # the next ones do not
+
+
+def test_refusals_are_answered_quickly_while_redis_does_not_answer(
+    make_app: MakeApp, blackhole: str
+) -> None:
+    app = make_app(RATE_LIMIT_ANONYMOUS="1/minute", RATE_LIMIT_STORAGE=blackhole)
+    client = app.test_client()
+    took = []
+    for _ in range(8):
+        started = time.monotonic()
+        client.post("/oauth/token", data=TOKEN_FORM, headers=BAD_LOGIN)
+        took.append(time.monotonic() - started)
+    # The first requests wait for Redis (the limiter's storage, then the tally) and the
+    # limiter looks again now and then; the refusals in between do not wait.
+    assert sum(seconds >= 0.5 for seconds in took) <= 3, took
+    entries = audit_entries(app)
+    assert [e["status"] for e in entries] == [401] + [429] * 7
+    assert summaries(entries) == []
+
+
+def test_a_429_stands_when_the_storage_cannot_say_when_its_window_resets(
+    make_app: MakeApp, redis_prefix: str
+) -> None:
+    # A Redis user that may count but not read a key's expiry: the storage fails just when
+    # the refusal asks how long to wait. The answer is still a 429, with the whole window.
+    server = redis.Redis.from_url(REDIS_URL)
+    user, password = f"{redis_prefix}-user", uuid.uuid4().hex
+    server.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
+        categories=["+@all"], commands=["-ttl", "-pttl"],
+    )  # fmt: skip
+    try:
+        address = urlsplit(REDIS_URL)
+        url = address._replace(netloc=f"{user}:{password}@{address.netloc}").geturl()
+        client = make_app(RATE_LIMIT_STORAGE=url, RATE_LIMIT_KEY_PREFIX=redis_prefix,
+                          RATE_LIMIT_ANONYMOUS="2/minute").test_client()  # fmt: skip
+        responses = [client.post("/oauth/token", data=TOKEN_FORM, headers=BAD_LOGIN)
+                     for _ in range(3)]  # fmt: skip
+        assert [r.status_code for r in responses] == [401, 401, 429]
+        assert responses[2].headers["Retry-After"] == "60"
+    finally:
+        server.acl_deluser(user)
+        server.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 import warnings
@@ -14,10 +15,12 @@ from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
+from sqlalchemy import update
 
 from service import clients
 from service.database import db
 from service.errors import InvalidInput
+from service.models.oauth import OAuthClient
 from tests.factories import create_agency
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -103,4 +106,67 @@ def test_metadata_advertises_the_algorithms_of_the_accepted_keys(client: FlaskCl
     body = client.get("/.well-known/oauth-authorization-server").get_json()
     advertised = set(body["token_endpoint_auth_signing_alg_values_supported"])
     assert {alg for _, alg in STRONG_KEYS.values()} <= advertised
-    assert not advertised & {"none", "HS256", "EdDSA"}
+    # EdDSA too (RFC 8037's name, still what most libraries send), for Ed25519 keys only.
+    assert "EdDSA" in advertised
+    assert not advertised & {"none", "HS256", "Ed448"}
+
+
+def _assertion_form(client_id: str, key: Key, alg: str) -> dict[str, str]:
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": "http://localhost/oauth/token",
+              "iat": now, "exp": now + 60, "jti": uuid.uuid4().hex}  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)  # joserfc calls EdDSA deprecated
+        assertion = jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
+    return {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion}  # fmt: skip
+
+
+def test_an_ed25519_key_signing_with_the_eddsa_name_gets_a_token(
+    app: Flask, client: FlaskClient
+) -> None:
+    # RFC 8037's "EdDSA" is what most libraries still send for an Ed25519 signature.
+    key = OKPKey.import_key(ed25519.Ed25519PrivateKey.generate())
+    key.ensure_kid()
+    client_id = _register(app, {"keys": [key.as_dict(private=False)]})
+    response = client.post("/oauth/token", data=_assertion_form(client_id, key, "EdDSA"))
+    assert response.status_code == 200, response.get_json()
+
+
+def test_eddsa_is_accepted_for_ed25519_keys_only(app: Flask, client: FlaskClient) -> None:
+    # An Ed448 key slipped into the stored key set: "EdDSA" must not verify with it.
+    key = OKPKey.import_key(ed448.Ed448PrivateKey.generate())
+    key.ensure_kid()
+    client_id = _register(app, {"keys": [_ec(ec.SECP256R1()).as_dict(private=False)]})
+    _store_jwks(app, client_id, {"keys": [key.as_dict(private=False)]})
+    response = client.post("/oauth/token", data=_assertion_form(client_id, key, "EdDSA"))
+    assert response.status_code in (400, 401)
+    assert response.get_json()["error"] == "invalid_client"
+
+
+def _store_jwks(app: Flask, client_id: str, jwks: dict[str, Any]) -> None:
+    """Write a key set straight into the database, past registration's checks (as a key
+    registered before those checks existed would be)."""
+    with app.app_context():
+        db.session.execute(
+            update(OAuthClient).where(OAuthClient.client_id == client_id)
+            .values(jwks=json.dumps(jwks))
+        )  # fmt: skip
+        db.session.commit()
+
+
+@pytest.mark.parametrize("name", ["rsa-1024", "ec-secp256k1"])
+def test_a_weak_key_stored_before_the_strength_check_no_longer_authenticates(
+    app: Flask, client: FlaskClient, name: str
+) -> None:
+    make_key, _ = WEAK_KEYS[name]
+    weak = make_key()
+    weak.ensure_kid()
+    client_id = _register(app, {"keys": [_ec(ec.SECP256R1()).as_dict(private=False)]})
+    _store_jwks(app, client_id, {"keys": [weak.as_dict(private=False)]})
+    alg = "RS256" if name.startswith("rsa") else "ES256K"
+    response = client.post("/oauth/token", data=_assertion_form(client_id, weak, alg))
+    assert response.status_code in (400, 401)
+    body = response.get_json()
+    assert body["error"] == "invalid_client"
+    assert "registered key is too weak" in body["error_description"]
