@@ -28,6 +28,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from service.database import db, engine_options
 
     settings = load_config(config)
+    settings["WEBHOOK_ALLOWED_NETWORKS"] = _webhook_networks(settings["WEBHOOK_ALLOWED_NETWORKS"])
     if settings["ENV"] == "production":
         found = production_problems(settings) + rate_limits.rate_limit_problems(settings)
         if found:
@@ -65,6 +66,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         with app.app_context():
             _refuse_unsafe_database()
     return app
+
+
+def _webhook_networks(value: Any) -> tuple[Any, ...]:
+    """Parse ALERTSHARE_WEBHOOK_ALLOWED_NETWORKS once, or refuse to start in one line."""
+    from service.webhooks.addresses import allowed_networks
+
+    try:
+        return allowed_networks(value or "")
+    except ValueError as error:
+        raise ConfigError(f"ALERTSHARE_WEBHOOK_ALLOWED_NETWORKS: {error}") from None
 
 
 def _bind_keys(app: Flask) -> None:

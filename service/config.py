@@ -58,6 +58,9 @@ DEFAULTS: dict[str, Any] = {
     # host:port of the Prometheus metrics listener (service/metrics), off the API's address:
     # gunicorn's master serves the app servers' metrics there, each worker its own.
     "METRICS_BIND": None,
+    # Networks production may send webhooks to besides public addresses (comma-separated CIDRs):
+    # a partnership whose receivers sit on a private network lists it. Parsed by create_app.
+    "WEBHOOK_ALLOWED_NETWORKS": "",
 }
 
 # Environment values arrive as strings; these keys are converted to int.

@@ -58,12 +58,36 @@ def today() -> date:
     return utcnow().date()
 
 
+# PostgreSQL (libpq) connection settings. A server that is down refuses at once, but one that
+# is unreachable (a partition, a fail-over in progress) would leave a request waiting on TCP's
+# own timeouts, minutes long: bound the connect, and let keepalives notice a server that went
+# away under an open connection. Either way the request fails fast (a 503) and the pool
+# (pre-ping) reconnects once the server answers again, with no restart.
+POSTGRESQL_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 2,  # seconds; libpq's smallest useful value
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+# A request that waits for a row lock (the audit log's chain head, a warning being changed)
+# longer than this is refused rather than left to pile up behind a stuck transaction; set on
+# each connection (not as a startup option, which PgBouncer refuses). No statement_timeout:
+# gunicorn's worker timeout already bounds a request, and migrations and archival may
+# legitimately run statements for minutes.
+POSTGRESQL_LOCK_TIMEOUT = "5s"
+
+
 def engine_options(database_url: str) -> dict[str, Any]:
     """Return engine options suited to the database in ``database_url``."""
     # Bound parameters can hold personal data: keep them out of exception messages and logs.
     if database_url.startswith("sqlite"):
         return {"connect_args": {"timeout": 10}, "hide_parameters": True}
-    return {"pool_pre_ping": True, "hide_parameters": True}
+    return {
+        "pool_pre_ping": True,
+        "hide_parameters": True,
+        "connect_args": dict(POSTGRESQL_CONNECT_ARGS),
+    }
 
 
 @event.listens_for(Engine, "connect")
@@ -79,6 +103,16 @@ def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
+
+
+@event.listens_for(Engine, "connect")
+def _configure_postgresql(dbapi_connection: Any, connection_record: Any) -> None:
+    if not type(dbapi_connection).__module__.startswith("psycopg"):
+        return
+    # Outside any transaction of the caller's: set for the session, then committed.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET lock_timeout = '{POSTGRESQL_LOCK_TIMEOUT}'")
+    dbapi_connection.commit()
 
 
 @event.listens_for(Engine, "begin")

@@ -17,7 +17,7 @@ through the whole schedule). A replay makes a delivery ``pending`` again with ``
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
@@ -34,7 +34,7 @@ from service.models.notification import Delivery, Notification, Webhook
 from service.notifications import case_references, payload
 from service.outbox import Event, emit
 from service.unit_of_work import unit_of_work
-from service.webhooks.addresses import CheckedTarget, UnsafeTarget, check_url
+from service.webhooks.addresses import CheckedTarget, IPNetwork, UnsafeTarget, check_url
 from service.webhooks.schedule import DEFAULT_SCHEDULE, delay_after_failure
 from service.webhooks.signing import sign
 from service.webhooks.transport import Attempt, KeptConnections, deliver
@@ -178,12 +178,16 @@ def send(
     job: Job,
     *,
     production: bool,
+    allowed: Iterable[IPNetwork] = (),
     timeout: float = 5.0,
     recheck: bool = False,
     connections: KeptConnections | None = None,
 ) -> Sent:
     """Check the endpoint, sign and POST ``job``'s body; write nothing (see ``record``). No
     transaction is open while the receiver is called.
+
+    ``allowed``: the networks production may reach besides public addresses
+    (``ALERTSHARE_WEBHOOK_ALLOWED_NETWORKS``, see ``check_url``).
 
     ``recheck``: the batch has already sent to this endpoint (its answer may have disabled it).
     ``connections``: the worker's kept connections, reused where the checked address is the same.
@@ -197,7 +201,7 @@ def send(
     if refusal is not None:
         return Sent(job, None, refusal)
     try:
-        target: CheckedTarget = _check_in_time(job.url, production)
+        target: CheckedTarget = _check_in_time(job.url, production, tuple(allowed))
     except UnsafeTarget as unsafe:
         if unsafe.transient:
             return Sent(job, Attempt("retry", None, unsafe.reason, "", None, 0))
@@ -226,10 +230,10 @@ def _endpoint(webhook: Webhook, now: datetime) -> tuple[str | None, tuple[str, .
         return "the endpoint's signing secret cannot be opened", ()
 
 
-def _check_in_time(url: str, production: bool) -> CheckedTarget:
+def _check_in_time(url: str, production: bool, allowed: tuple[IPNetwork, ...]) -> CheckedTarget:
     """``check_url`` with a deadline on the name look-up; a slow resolver counts as one that
     does not answer (retried later), so a lease is never outrun."""
-    future = _resolver.submit(check_url, url, production=production)
+    future = _resolver.submit(check_url, url, production=production, allowed=allowed)
     try:
         return future.result(timeout=RESOLVE_SECONDS)
     except FuturesTimeout:

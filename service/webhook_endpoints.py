@@ -7,7 +7,7 @@ it is registered (``service.webhooks.addresses``) and again by the worker before
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -16,7 +16,7 @@ from service.database import db, utcnow
 from service.errors import Conflict, InvalidInput, NotFound
 from service.models.encrypted import new_id
 from service.models.notification import Delivery, Notification, Webhook
-from service.webhooks.addresses import UnsafeTarget, check_url
+from service.webhooks.addresses import IPNetwork, UnsafeTarget, check_url
 from service.webhooks.signing import generate_secret
 
 MAX_ENDPOINTS = 10  # per agency: enough for a primary and a standby in each environment
@@ -24,11 +24,17 @@ REPLAYABLE = ("dead", "failed")
 
 
 def register_webhook(
-    agency_id: str, url: str, event_types: Sequence[str], *, production: bool
+    agency_id: str,
+    url: str,
+    event_types: Sequence[str],
+    *,
+    production: bool,
+    allowed: Iterable[IPNetwork] = (),
 ) -> tuple[Webhook, str]:
-    """Register an endpoint; return it and its signing secret (which is never shown again)."""
+    """Register an endpoint; return it and its signing secret (which is never shown again).
+    ``allowed``: the networks production may call besides public addresses (``check_url``)."""
     try:
-        check_url(url, production=production)
+        check_url(url, production=production, allowed=allowed)
     except UnsafeTarget as refused:
         raise InvalidInput(
             "The webhook URL is refused.", errors={"url": [refused.reason]}

@@ -112,6 +112,7 @@ def _loop(
     checkpoint_dir: str | None,
 ) -> int:
     production = app.config["ENV"] == "production"
+    allowed = app.config["WEBHOOK_ALLOWED_NETWORKS"]
     schedule = delivery.parse_schedule(app.config.get("DELIVERY_SCHEDULE"))
     timeout = float(app.config.get("DELIVERY_TIMEOUT", 5.0))
     directory = Path(checkpoint_dir) if checkpoint_dir else None
@@ -148,7 +149,8 @@ def _loop(
                     _guarded(partial(delivery.release, worker_id, rest))
                     break
                 sent = _guarded(partial(delivery.send, job, production=production, timeout=timeout,
-                                        recheck=again, connections=connections))  # fmt: skip
+                                        allowed=allowed, recheck=again,
+                                        connections=connections))  # fmt: skip
                 sent_to.add(job.webhook_id)
                 if sent is not None:
                     unrecorded.append(sent)

@@ -9,6 +9,8 @@ from typing import Any
 from authlib.oauth2 import OAuth2Error
 from flask import Flask, Response, g, json
 from marshmallow import ValidationError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from service.crypto import CryptoError
@@ -16,6 +18,11 @@ from service.errors import DomainError
 
 PROBLEM_TYPE_BASE = "urn:alertshare:problem:"
 MEDIA_TYPE = "application/problem+json"
+# Seconds a client is asked to wait when the database did not answer.
+DATABASE_RETRY_AFTER = 5
+# A database down, unreachable or failing over, a lock not granted within lock_timeout, no
+# pooled connection free in time: the request can be retried shortly.
+DATABASE_UNAVAILABLE = (OperationalError, PoolTimeout)
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +128,17 @@ def internal_error() -> Problem:
     )
 
 
+def database_unavailable() -> Problem:
+    """Build the 503 for a database that did not answer, or a lock not granted in time."""
+    return Problem(
+        503,
+        "database-unavailable",
+        "Service unavailable",
+        "The database did not answer in time. Nothing was changed; try again shortly.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+    )
+
+
 def register_problem_handlers(app: Flask) -> None:
     """Make every error, expected or not, leave as a problem response."""
 
@@ -151,6 +169,15 @@ def register_problem_handlers(app: Flask) -> None:
         # The message names table, record and field only; the caller learns nothing more.
         log.error("cannot decrypt: %s", error, extra={"error_type": type(error).__name__})
         return problem_response(internal_error())
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeout)
+    def _database(error: Exception) -> Response:
+        # A database down, unreachable, failing over or a lock_timeout: the request failed fast
+        # and its transaction rolled back. The error's name only (its text repeats the SQL).
+        cause = getattr(error, "orig", None) or error
+        log.warning("database unavailable", extra={"error_type": type(cause).__name__})
+        return problem_response(database_unavailable())
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

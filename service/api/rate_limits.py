@@ -74,6 +74,8 @@ SUMMARIES_PER_REQUEST = 5
 WARNING_EVERY_SECONDS = 60.0
 _SOURCE = "alertshare.rate_limit_source"
 _REFUSED = "alertshare.rate_limited"
+# The source of a request whose token could not be checked (the database failed): no limit.
+_UNCHECKED = "unchecked"
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +151,12 @@ def _source() -> Refusal:
         # its storage for dead): the request counts against its address instead. The error's
         # name only: a database error's text would repeat its statement.
         limits.warn("source", "a request's token could not be looked up for its rate limit "
-                    "(%s): it counts against its address",
+                    "(%s): no limit counts it; the request itself fails with a 503",
                     type(error.__cause__ or error).__name__)  # fmt: skip
-        client = None
+        # The database, not the client, failed: counting such requests against their address
+        # would answer a whole gateway's or NAT's clients 429 for a minute after the outage,
+        # hiding its cause. They are refused with a 503 when the token is checked.
+        return Refusal(_UNCHECKED, address)
     if client is not None:
         return Refusal(f"client:{client.client_id}", address, client.client_id,
                        client.agency_id)  # fmt: skip
@@ -204,7 +209,7 @@ def _checks_tokens() -> bool:
 
 
 def _anonymous_exempt() -> bool:
-    return _by_client() or _checks_tokens()
+    return _by_client() or _checks_tokens() or request_source().source == _UNCHECKED
 
 
 def _introspection_exempt() -> bool:

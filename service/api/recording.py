@@ -20,7 +20,12 @@ from flask import Flask, Response, current_app, g, has_request_context, request
 
 from service.api import rate_limits
 from service.api.access import policy_of
-from service.api.problems import Problem, problem_response
+from service.api.problems import (
+    DATABASE_UNAVAILABLE,
+    Problem,
+    database_unavailable,
+    problem_response,
+)
 from service.audit.append import append
 from service.audit.entry import PendingEntry, outcome_of
 from service.context import RECORD_ID_PATTERN, recordable_address
@@ -101,27 +106,38 @@ def close_request(response: Response) -> Response:
     if response.status_code >= 300:
         # Nothing a refused or failed request did may persist; only its audit entry does.
         db.session.rollback()
+    stage = "work"  # what failed, if anything: the request's own writes, or its record
     try:
         with unit_of_work():
             if entry is not None:
                 _complete(entry, response.status_code)
                 if current_app.config["AUDIT"]:
                     db.session.flush()  # the request's own writes first: hold the head briefly
+                    stage = "record"
                     append(entry)
-    except Exception:  # the work or its record could not be kept: the request must not stand
-        log.exception("the request's unit of work could not be committed; request refused")
-        if entry is None:
+    except Exception as error:  # the work or its record could not be kept: it must not stand
+        unavailable = isinstance(error, DATABASE_UNAVAILABLE)
+        if unavailable:  # a database down or a lock not granted in time: no traceback needed
+            cause = getattr(error, "orig", None) or error
+            log.warning("the request's unit of work could not be committed (%s); request refused",
+                        type(cause).__name__)  # fmt: skip
+        else:
+            log.exception("the request's unit of work could not be committed; request refused")
+        if entry is not None:
+            _record_refusal(entry)
+        if stage == "record":
             return problem_response(
-                Problem(503, "unavailable", "Service unavailable", "The change was not saved.")
+                Problem(
+                    503,
+                    "audit-unavailable",
+                    "Service unavailable",
+                    "The access could not be recorded in the audit log, so it was not allowed.",
+                )
             )
-        _record_refusal(entry)
+        if unavailable:
+            return problem_response(database_unavailable())
         return problem_response(
-            Problem(
-                503,
-                "audit-unavailable",
-                "Service unavailable",
-                "The access could not be recorded in the audit log, so it was not allowed.",
-            )
+            Problem(503, "unavailable", "Service unavailable", "The change was not saved.")
         )
     rate_limits.write_due_summaries()
     return response

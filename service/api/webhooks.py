@@ -48,6 +48,7 @@ def register() -> tuple[dict[str, Any], int]:
     webhook, secret = webhook_endpoints.register_webhook(
         current_caller().agency_id, body["url"], body.get("event_types", []),
         production=current_app.config["ENV"] == "production",
+        allowed=current_app.config["WEBHOOK_ALLOWED_NETWORKS"],
     )  # fmt: skip
     _returning(webhook.id)
     return documents.dump(

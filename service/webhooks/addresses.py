@@ -4,6 +4,10 @@ Check a URL when an endpoint is registered (to refuse it with a clear reason) an
 before every delivery (DNS answers change), then deliver to the addresses this check returned:
 ``transport.deliver`` connects to them and never resolves the name again, so there is no window
 between the check and the connection for a rebinding DNS answer to slip through.
+
+An operator may let production reach networks it vouches for
+(``ALERTSHARE_WEBHOOK_ALLOWED_NETWORKS``): a partnership whose agencies' receivers sit on a
+private network (the PSN, say) lists it. The metadata addresses stay refused whatever is listed.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
 # socket.getaddrinfo's shape; tests pass a stand-in so no real DNS is needed.
 Resolve = Callable[[str, int], Iterable[tuple[Any, Any, Any, Any, tuple[Any, ...]]]]
 
@@ -28,6 +33,11 @@ _PRIVATE = tuple(map(IPv4Network, ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/1
 _SHARED = IPv4Network("100.64.0.0/10")
 # NAT64's well-known prefix carries an IPv4 address in its last 32 bits (RFC 6052).
 _NAT64 = IPv6Network("64:ff9b::/96")
+# Cloud instance-metadata services (AWS, Azure, GCP, OpenStack on 169.254.169.254; AWS's IPv6
+# one on fd00:ec2::254) hand the machine's credentials to whoever asks from it. An allowed
+# network may well contain one (169.254.0.0/16 or fd00::/8 for receivers on a private network),
+# and any agency that may register a webhook could then aim the worker at it: never allowed.
+METADATA_ADDRESSES = frozenset({IPv4Address("169.254.169.254"), IPv6Address("fd00:ec2::254")})
 
 
 class UnsafeTarget(ValueError):
@@ -60,14 +70,42 @@ class CheckedTarget:
         return f"{self.scheme}://{host}{'' if default else f':{self.port}'}{self.path}"
 
 
+def allowed_networks(value: str | Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
+    """Return the networks of ``ALERTSHARE_WEBHOOK_ALLOWED_NETWORKS`` (comma-separated CIDRs,
+    such as ``10.20.0.0/16,2001:db8:5::/48``; empty for none), or raise ``ValueError`` naming the
+    first entry that is not one."""
+    items = value.split(",") if isinstance(value, str) else value
+    networks: list[IPNetwork] = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            # Strict: 10.1.2.3/8 is more likely a typing slip than a wish for all of 10/8.
+            network = ip_network(text)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a network in CIDR notation, such as 10.20.0.0/16"
+            ) from None
+        if network.prefixlen == 0:
+            raise ValueError(f"{text} would let webhooks reach every address; list networks")
+        networks.append(network)
+    return tuple(networks)
+
+
 def check_url(
-    url: str, *, production: bool, resolve: Resolve = socket.getaddrinfo
+    url: str,
+    *,
+    production: bool,
+    allowed: Iterable[IPNetwork] = (),
+    resolve: Resolve = socket.getaddrinfo,
 ) -> CheckedTarget:
     """Return ``url`` checked and resolved, or raise ``UnsafeTarget`` saying why not.
 
     In production only ``https`` is allowed and every address the host resolves to must be
-    globally routable (one bad answer refuses the URL, since any of them may be the one used).
-    In development ``http`` is allowed too and any address is, so tests can call 127.0.0.1.
+    globally routable or in one of the ``allowed`` networks, and never a metadata address (one
+    bad answer refuses the URL, since any of them may be the one used). In development ``http``
+    is allowed too and any address is, so tests can call 127.0.0.1.
     """
     if any(char <= " " or char == "\x7f" for char in url):
         raise UnsafeTarget("the URL contains spaces or control characters")
@@ -78,9 +116,9 @@ def check_url(
         # A bad port or an unclosed IPv6 bracket.
         raise UnsafeTarget("the URL is not valid") from None
     scheme = parts.scheme.lower()
-    allowed = ("https",) if production else ("https", "http")
-    if scheme not in allowed:
-        raise UnsafeTarget(f"the URL must use {' or '.join(allowed)}")
+    schemes = ("https",) if production else ("https", "http")
+    if scheme not in schemes:
+        raise UnsafeTarget(f"the URL must use {' or '.join(schemes)}")
     if "@" in parts.netloc:
         raise UnsafeTarget("the URL must not contain a user name or password")
     if "#" in url:
@@ -91,8 +129,9 @@ def check_url(
     port = port or DEFAULT_PORTS[scheme]
     addresses = _addresses(hostname, port, resolve)
     if production:
+        networks = tuple(allowed)
         for address in addresses:
-            if (refusal := _refusal(address)) is not None:
+            if (refusal := _refusal(address, networks)) is not None:
                 raise UnsafeTarget(f"the host resolves to {refusal}", address=str(address))
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     # HTTP request lines are ASCII; percent-encode the rest, keeping any existing escapes.
@@ -131,7 +170,7 @@ def _addresses(hostname: str, port: int, resolve: Resolve) -> tuple[IPAddress, .
     return tuple(found)
 
 
-def _refusal(address: IPAddress) -> str | None:
+def _refusal(address: IPAddress, allowed: tuple[IPNetwork, ...] = ()) -> str | None:
     """Return what kind of address this is if production must not call it, else None."""
     if isinstance(address, IPv6Address):
         # Judge an address that reaches an IPv4 host as that host (Python 3.11 calls
@@ -140,9 +179,11 @@ def _refusal(address: IPAddress) -> str | None:
             IPv4Address(int(address) & 0xFFFFFFFF) if address in _NAT64 else None
         )
         if embedded is not None:
-            return _refusal(embedded)
-        if address.sixtofour is not None and (refusal := _refusal(address.sixtofour)):
+            return _refusal(embedded, allowed)
+        if address.sixtofour is not None and (refusal := _refusal(address.sixtofour, allowed)):
             return refusal
+    if address not in METADATA_ADDRESSES and any(address in net for net in allowed):
+        return None
     if address.is_unspecified:
         return "the unspecified address"
     if address.is_loopback:

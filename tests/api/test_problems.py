@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 from flask import Flask, request
 from flask.testing import FlaskClient
 from marshmallow import fields
+from sqlalchemy import create_engine, text
 
 from schemas.base import StrictSchema
 from service.api.access import protected
-from service.oauth.scopes import WARNINGS_WRITE
-from tests.conftest import MakeApp
+from service.oauth.scopes import INVOLVEMENTS_WRITE, WARNINGS_WRITE
+from tests.conftest import ON_POSTGRES, MakeApp
 from tests.factories import bearer, create_client, get_token
 
 
@@ -145,3 +147,36 @@ def test_request_id_is_echoed_or_generated(client: FlaskClient) -> None:
 def test_every_response_is_no_store(client: FlaskClient) -> None:
     for path in ("/healthz", "/api/v1/me", "/api/v1/openapi.json", "/missing"):
         assert client.get(path).headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="lock_timeout is PostgreSQL's")
+def test_a_lock_not_granted_in_time_is_a_503_problem_and_nothing_changes(
+    app: Flask, client: FlaskClient
+) -> None:
+    # A request that waits on a row lock longer than lock_timeout (a stuck transaction, a
+    # fail-over) fails fast with a 503 asking the client to retry, not a 500.
+    headers = bearer(get_token(client, create_client(app, scopes=(INVOLVEMENTS_WRITE,))))
+    declared = client.post("/api/v1/involvements", headers=headers, json={
+        "household": {"uprn": "100062123456"}, "case_reference": "C-1",
+        "lead_practitioner": {"name": "A", "contact": "0300 000 0000"},
+    })  # fmt: skip
+    involvement_id = declared.get_json()["id"]
+    engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    try:
+        with engine.connect() as holder:
+            holder.execute(
+                text("SELECT id FROM involvement WHERE id = :id FOR UPDATE"), {"id": involvement_id}
+            )
+            started = time.monotonic()
+            response = client.post(f"/api/v1/involvements/{involvement_id}/end",
+                                   json={"reason": "Case closed"}, headers=headers)  # fmt: skip
+            waited = time.monotonic() - started
+            holder.rollback()
+    finally:
+        engine.dispose()
+    body = _assert_problem(response, 503)
+    assert body["type"] == "urn:alertshare:problem:database-unavailable"
+    assert response.headers["Retry-After"] == "5"
+    assert waited < 10  # the lock_timeout (5 s), not for ever
+    listed = client.get("/api/v1/involvements", headers=headers).get_json()["items"]
+    assert [item["ended_at"] for item in listed] == [None]

@@ -347,11 +347,13 @@ def test_sources_without_an_address_share_one_bucket_and_say_so(
     assert "one shared limit" in warning and "not-an-address" not in warning
 
 
-def test_a_failing_token_lookup_is_limited_per_address_and_fails_closed(
+def test_a_failing_token_lookup_fails_closed_and_is_not_counted_against_the_address(
     make_app: MakeApp, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The limiter's key function looks the token up; if that raises, the limiter would skip
-    # the limits (and the request fail with a 500). It falls back to the address instead.
+    # the limits and the request fail with a 500. The database failed, not the client: the
+    # request is not counted (a gateway's clients would otherwise get 429s for a minute after
+    # an outage, hiding its cause) and is refused with a 503 when its token is checked.
     app = make_app(RATE_LIMIT_AUTHENTICATED=UNLIMITED, RATE_LIMIT_ANONYMOUS="3/minute")
     client = app.test_client()
     token = get_token(client, create_client(app))  # the address's first request
@@ -360,10 +362,13 @@ def test_a_failing_token_lookup_is_limited_per_address_and_fails_closed(
         db.session.commit()
     capsys.readouterr()
     responses = [client.get("/api/v1/me", headers=bearer(token)) for _ in range(4)]
-    assert [r.status_code for r in responses] == [503, 503, 429, 429]
-    assert responses[0].mimetype == "application/problem+json"
+    assert [r.status_code for r in responses] == [503, 503, 503, 503]
+    assert all(r.mimetype == "application/problem+json" for r in responses)
     (warning,) = logged_warnings(capsys)  # once, and without a traceback per request
-    assert "counts against its address" in warning and token not in warning
+    assert "no limit counts it" in warning and token not in warning
+    # Anonymous requests from the same address are still limited as before.
+    unrouted = [client.get("/nowhere").status_code for _ in range(3)]
+    assert unrouted == [404, 404, 429]
 
 
 def test_a_window_that_cannot_be_written_is_kept_for_the_next_attempt(app: Flask) -> None:

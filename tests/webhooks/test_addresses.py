@@ -1,10 +1,16 @@
 import socket
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 from typing import Any
 
 import pytest
 
-from service.webhooks.addresses import CheckedTarget, Resolve, UnsafeTarget, check_url
+from service.webhooks.addresses import (
+    CheckedTarget,
+    Resolve,
+    UnsafeTarget,
+    allowed_networks,
+    check_url,
+)
 
 Answer = tuple[Any, Any, Any, Any, tuple[Any, ...]]
 
@@ -164,3 +170,100 @@ def test_development_still_refuses_other_schemes_and_userinfo() -> None:
         check_url("file:///etc/passwd", production=False)
     with pytest.raises(UnsafeTarget, match="user name"):
         check_url("http://me:pw@127.0.0.1/", production=False)
+
+
+# ALERTSHARE_WEBHOOK_ALLOWED_NETWORKS: networks an operator lets production call.
+PSN = allowed_networks("10.20.0.0/16, 2001:db8:5::/48")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://10.20.0.7/hook", "https://10.20.255.1:8443/", "https://[2001:db8:5::10]/",
+     "https://[::ffff:10.20.0.7]/"],
+)  # fmt: skip
+def test_production_calls_an_address_in_a_listed_network(url: str) -> None:
+    target = check_url(url, production=True, allowed=PSN, resolve=resolver({}))
+    assert target.scheme == "https" and len(target.addresses) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://10.21.0.1/", "private"),  # the next network along
+        ("https://192.168.1.1/", "private"),
+        ("https://127.0.0.1/", "loopback"),
+        ("https://[2001:db8:6::1]/", "not globally routable"),
+        ("http://10.20.0.7/", "must use https"),  # a listed network is still https only
+    ],
+)
+def test_production_still_refuses_what_is_not_listed(url: str, reason: str) -> None:
+    with pytest.raises(UnsafeTarget, match=reason):
+        check_url(url, production=True, allowed=PSN, resolve=resolver({}))
+
+
+def test_a_name_with_one_answer_outside_the_listed_networks_is_refused() -> None:
+    resolve = resolver({"hooks.psn.example": ["10.20.0.7", "10.30.0.7"]})
+    with pytest.raises(UnsafeTarget, match="private"):
+        check_url("https://hooks.psn.example/", production=True, allowed=PSN, resolve=resolve)
+    resolve = resolver({"hooks.psn.example": ["10.20.0.7", "10.20.0.8"]})
+    target = check_url("https://hooks.psn.example/", production=True, allowed=PSN, resolve=resolve)
+    assert target.addresses == (ip_address("10.20.0.7"), ip_address("10.20.0.8"))
+
+
+@pytest.mark.parametrize(
+    ("networks", "url", "neighbour"),
+    [
+        ("169.254.0.0/16", "https://169.254.169.254/latest/meta-data/", "https://169.254.10.1/"),
+        ("169.254.169.254/32", "https://169.254.169.254/", None),
+        ("169.254.0.0/16", "https://[::ffff:169.254.169.254]/", "https://[::ffff:169.254.1.1]/"),
+        ("fd00::/8", "https://[fd00:ec2::254]/", "https://[fd00:ec2::1]/"),
+    ],
+)
+def test_the_metadata_address_is_refused_even_when_listed(
+    networks: str, url: str, neighbour: str | None
+) -> None:
+    allowed = allowed_networks(networks)
+    with pytest.raises(UnsafeTarget, match="the host resolves to"):
+        check_url(url, production=True, allowed=allowed, resolve=resolver({}))
+    if neighbour is not None:  # the rest of the listed network is called
+        check_url(neighbour, production=True, allowed=allowed, resolve=resolver({}))
+
+
+def test_a_name_resolving_to_the_metadata_address_is_refused_even_when_listed() -> None:
+    resolve = resolver({"metadata.internal": ["169.254.169.254"]})
+    with pytest.raises(UnsafeTarget, match="link-local"):
+        check_url(
+            "https://metadata.internal/", production=True,
+            allowed=allowed_networks("169.254.0.0/16"), resolve=resolve,
+        )  # fmt: skip
+
+
+def test_by_default_no_network_is_listed_and_private_addresses_are_refused_as_before() -> None:
+    assert allowed_networks("") == ()
+    assert allowed_networks(" , ") == ()
+    for url in ("https://127.0.0.1/", "https://10.20.0.7/"):
+        with pytest.raises(UnsafeTarget, match="loopback|private"):
+            check_url(url, production=True, allowed=allowed_networks(""), resolve=resolver({}))
+
+
+def test_listed_networks_are_read_from_comma_separated_cidrs() -> None:
+    assert allowed_networks("127.0.0.0/8,10.20.0.0/16 , 2001:db8:5::/48,10.9.8.7") == (
+        ip_network("127.0.0.0/8"), ip_network("10.20.0.0/16"), ip_network("2001:db8:5::/48"),
+        ip_network("10.9.8.7/32"),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("10.20.0.1/16", "not a network in CIDR notation"),  # host bits set: a slip, surely
+        ("psn", "not a network in CIDR notation"),
+        ("10.20.0.0/33", "not a network in CIDR notation"),
+        ("0.0.0.0/0", "every address"),
+        ("::/0", "every address"),
+    ],
+)
+def test_a_bad_network_is_refused_naming_it(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as refused:
+        allowed_networks(f"10.0.0.0/8,{value}")
+    assert value in str(refused.value)

@@ -138,10 +138,20 @@ def test_410_disables_the_webhook_and_tells_its_agency(world: World, workers: Wo
     workers.start(**FAST)
 
     wait_for(lambda: world.receivers.of("health"), what="a post")
+    disabled = select(Webhook).where(
+        Webhook.id == health.webhook_id, Webhook.disabled_at.is_not(None)
+    )
+
+    def read_disabled() -> Webhook | None:
+        # Each poll in a transaction of its own, ended at once: on SQLite an open one holds
+        # the only write lock, and the worker recording the 410 would wait on the test.
+        try:
+            return db.session.scalar(disabled)
+        finally:
+            db.session.commit()
+
     with world.app.app_context():
-        webhook = wait_for(lambda: (db.session.rollback(), db.session.scalar(
-            select(Webhook).where(Webhook.id == health.webhook_id,
-                                  Webhook.disabled_at.is_not(None))))[1])  # fmt: skip
+        webhook = wait_for(read_disabled)
         assert webhook.disabled_reason and "410" in webhook.disabled_reason
         (told,) = db.session.scalars(
             select(Notification).where(Notification.type == "webhook.disabled")
