@@ -283,15 +283,7 @@ def publish_burst(world: World, count: int) -> list[Publish]:
     def one(index: int) -> None:
         client = world.clients[index % len(world.clients)]
         household = rng.choice(world.involving(client.agency))
-        status, body = client.request(
-            "publish",
-            "POST",
-            "/api/v1/warnings",
-            purpose="case_work",
-            json_body=load.warning_body(household["id"]),
-        )
-        if status == 201:
-            world.published(Publish(body["id"], household["id"], client.agency, client))
+        load.publish(world, client, household)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
     for thread in threads:
@@ -392,13 +384,7 @@ def revoke_audit(world: World, seconds: float = 10.0) -> bool:
         briefing, brief_body = client.request(
             "briefing", "GET", f"/api/v1/households/{household['id']}/briefing"
         )
-        publish, publish_body = client.request(
-            "publish",
-            "POST",
-            "/api/v1/warnings",
-            purpose="case_work",
-            json_body=load.warning_body(household["id"]),
-        )
+        publish, publish_body = load.publish(world, client, household)
         token = token_probe(world)
         background = Background(world, seconds)
         start, end = background.join()

@@ -591,16 +591,22 @@ def one_operation(world: World, client: Client, rng: random.Random) -> None:
         if status == 200:
             client.cursor = body["next"]
     else:
-        household = rng.choice(mine)
-        status, body = client.request(
-            "publish",
-            "POST",
-            "/api/v1/warnings",
-            purpose="case_work",
-            json_body=warning_body(household["id"]),
-        )
-        if status == 201:
-            world.published(Publish(body["id"], household["id"], client.agency, client))
+        publish(world, client, rng.choice(mine))
+
+
+def publish(world: World, client: Client, household: dict[str, Any]) -> tuple[int, Any]:
+    """Publish a warning on ``household`` as ``client``; one answered 201 is noted, so the
+    reconciliation expects its deliveries."""
+    status, body = client.request(
+        "publish",
+        "POST",
+        "/api/v1/warnings",
+        purpose="case_work",
+        json_body=warning_body(household["id"]),
+    )
+    if status == 201:
+        world.published(Publish(body["id"], household["id"], client.agency, client))
+    return status, body
 
 
 def run_load(

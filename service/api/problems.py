@@ -170,14 +170,15 @@ def register_problem_handlers(app: Flask) -> None:
         log.error("cannot decrypt: %s", error, extra={"error_type": type(error).__name__})
         return problem_response(internal_error())
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(PoolTimeout)
     def _database(error: Exception) -> Response:
         # A database down, unreachable, failing over or a lock_timeout: the request failed fast
         # and its transaction rolled back. The error's name only (its text repeats the SQL).
         cause = getattr(error, "orig", None) or error
         log.warning("database unavailable", extra={"error_type": type(cause).__name__})
         return problem_response(database_unavailable())
+
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.register_error_handler(unavailable, _database)
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
