@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, appcontext_popped, appcontext_pushed
+from flask.sessions import NullSession, SessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.config import ConfigError, load_config, production_problems
@@ -36,6 +37,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__, static_folder=None)
     app.config.update(settings)
+    app.session_interface = NoCookieSessions()
     # Automatic OPTIONS answers would bypass the views' policies yet count as allowed requests.
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     body_limit.init_app(app)
@@ -66,6 +68,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         with app.app_context():
             _refuse_unsafe_database()
     return app
+
+
+class NoCookieSessions(SessionInterface):
+    """No Flask sessions: callers authenticate with bearer tokens on every request, so no
+    cookie is ever read or set, and code that writes to ``flask.session`` fails loudly. (Flask's
+    signed-cookie sessions would also cost each request a serializer and a cookie parse.)"""
+
+    def open_session(self, app: Flask, request: Any) -> NullSession:
+        return NullSession()
+
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        return None
 
 
 def _webhook_networks(value: Any) -> tuple[Any, ...]:

@@ -30,7 +30,8 @@ from service.oauth.scopes import ALL_SCOPES
 class IssuedClient:
     """A new client and, for client_secret_basic, its secret: shown once, stored hashed.
 
-    After a rotation, ``revoked_tokens`` counts the live tokens it ended.
+    After a rotation with ``revoke_tokens``, ``revoked_tokens`` counts the live tokens it
+    ended there and then.
     """
 
     client: OAuthClient
@@ -130,19 +131,30 @@ def rotate_client_secret(client_id: str, *, revoke_tokens: bool = False) -> Issu
     """Give a client_secret_basic client a new secret; the old one stops working at once.
 
     Tokens issued under earlier secrets live out their lifetime unless ``revoke_tokens`` ends
-    them too (for a secret that leaked, not for a routine rotation).
+    them too (for a secret that leaked, not for a routine rotation). That includes a token
+    whose request authenticated with an old secret and is saved only after this commits: it
+    carries the generation of the secret it authenticated with, which the rotation refuses.
     """
     client = get_client(client_id)
     if client.auth_method != "client_secret_basic":
         raise InvalidInput("This client authenticates with private_key_jwt, not a secret.")
     secret = secrets.token_urlsafe(32)
     client.secret_hash = hash_secret(secret)
+    # Counted in SQL, not from the value read above: two rotations at once move it on twice.
+    next_generation = OAuthClient.secret_generation + 1
+    client.secret_generation = next_generation
+    if revoke_tokens:
+        client.tokens_valid_from_generation = next_generation
+    db.session.flush()  # the client row first: concurrent rotations queue on its lock
     revoked = _revoke_live_tokens(client) if revoke_tokens else 0
     return IssuedClient(client, secret, revoked)
 
 
 def _revoke_live_tokens(client: OAuthClient) -> int:
-    """Revoke the client's unexpired tokens; return how many."""
+    """Revoke the client's unexpired tokens; return how many.
+
+    Only those already saved: one still being issued is refused by its generation instead.
+    """
     live = (OAuthToken.issued_at + OAuthToken.expires_in) > int(time.time())
     statement = (
         update(OAuthToken)

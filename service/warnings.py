@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, exists, or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from service.context import RECORD_ID_PATTERN
@@ -435,9 +435,9 @@ class HouseholdRecord:
 
 def household_record(household_id: str) -> HouseholdRecord:
     """Load the household's warnings (with whom they are shared) and incidents, each incident
-    once with the warnings resting on it: three queries, however much the household holds."""
+    once with the warnings resting on it: two queries, however much the household holds."""
     parameters = {"household_id": household_id}
-    warnings = list(db.session.scalars(_HOUSEHOLD_WARNINGS, parameters))
+    warnings = list(db.session.scalars(_HOUSEHOLD_WARNINGS, parameters).unique())
     linked = db.session.execute(_HOUSEHOLD_INCIDENTS, parameters)
     rows = [(incident, warning_id) for incident, warning_id in linked]
     resting: dict[str, list[Incident]] = {warning.id: [] for warning in warnings}
@@ -466,7 +466,7 @@ def household_record(household_id: str) -> HouseholdRecord:
 _HOUSEHOLD_WARNINGS = (
     select(WarningMarker)
     .where(WarningMarker.household_id == bindparam("household_id"))
-    .options(selectinload(WarningMarker.shares))
+    .options(joinedload(WarningMarker.shares))  # a few shares a warning: joined, not a query
     .order_by(WarningMarker.created_at)
 )
 _HOUSEHOLD_INCIDENTS = (

@@ -24,6 +24,8 @@ from service.migrate import upgrade
 # creates a fresh one); that database is migrated once and used as the template for each test's.
 PG_URL = os.environ.get("ALERTSHARE_DATABASE_URL", "")
 ON_POSTGRES = PG_URL.startswith("postgresql")
+# Under pytest-xdist (``-n 2``) each worker process is named here ("gw0", "gw1", ...).
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 _counter = itertools.count()
 UNLIMITED = "1000000/minute"  # rate limits no test reaches by accident
 
@@ -32,24 +34,48 @@ def _admin_engine() -> Any:
     return create_engine(make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
 
 
-@pytest.fixture(scope="session")
-def template_database(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Return a migrated database to copy for each test."""
-    if ON_POSTGRES:
-        engine = create_engine(PG_URL)
-        upgrade(engine=engine)
-        engine.dispose()
-        return PG_URL
-    path = tmp_path_factory.mktemp("template") / "template.db"
-    engine = create_engine(f"sqlite:///{path}")
+def _migrate(url: str) -> None:
+    engine = create_engine(url)
     upgrade(engine=engine)
     engine.dispose()
-    return str(path)
+
+
+@pytest.fixture(scope="session")
+def template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Return a migrated database to copy for each test (a URL on PostgreSQL, else a path)."""
+    if not ON_POSTGRES:
+        # tmp_path_factory's directory is the worker's own under xdist.
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        _migrate(f"sqlite:///{path}")
+        yield str(path)
+    elif not XDIST_WORKER:
+        _migrate(PG_URL)
+        yield PG_URL
+    else:
+        # CREATE DATABASE ... TEMPLATE fails while any other session is connected to the
+        # template, and two workers would also migrate one database at once: each worker
+        # migrates a database of its own, named after the configured one, and drops it at the end.
+        url = make_url(PG_URL)
+        name = f"{url.database}_{XDIST_WORKER}"
+        admin = _admin_engine()
+        with admin.connect() as connection:
+            # One left by an interrupted run would hold an old schema.
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        template = url.set(database=name).render_as_string(hide_password=False)
+        try:
+            _migrate(template)
+            yield template
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
 
 
 @contextmanager
 def fresh_database(template: str, workdir: Path) -> Iterator[str]:
-    """Copy the migrated template into a new database; yield its URL, then drop it."""
+    """Copy the migrated ``template`` (a path, or a URL on PostgreSQL) into a new database;
+    yield its URL, then drop it."""
     number = next(_counter)
     if not ON_POSTGRES:
         path = workdir / f"alertshare-{number}.db"
@@ -60,8 +86,9 @@ def fresh_database(template: str, workdir: Path) -> Iterator[str]:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
-    url = make_url(PG_URL)
-    name = f"{url.database}_t{os.getpid()}_{number}"
+    url = make_url(template)
+    # The pid keeps the names of two workers' (or two runs') databases apart.
+    name = f"{make_url(PG_URL).database}_t{os.getpid()}_{number}"
     admin = _admin_engine()
     try:
         with admin.connect() as connection:

@@ -126,20 +126,23 @@ def client_revoke(client_id: str) -> None:
 @click.option(
     "--revoke-tokens",
     is_flag=True,
-    help="Also end the tokens issued under the old secret (e.g. when it leaked).",
+    help="Also end the tokens issued under earlier secrets (e.g. when one leaked), including "
+    "any still being issued under them as the rotation commits.",
 )
 @in_app()
 def client_rotate_secret(client_id: str, revoke_tokens: bool) -> None:
     """Give CLIENT_ID a new secret; the old one stops working at once.
 
-    Tokens already issued live out their lifetime unless --revoke-tokens ends them.
+    Tokens already issued live out their lifetime unless --revoke-tokens ends them, along
+    with any still being issued to a request that authenticated with the old secret.
     """
     issued = clients.rotate_client_secret(client_id, revoke_tokens=revoke_tokens)
     click.echo(f"client_secret: {issued.secret}  (shown once; stored hashed)")
     if revoke_tokens:
         plural = "" if issued.revoked_tokens == 1 else "s"
         click.echo(
-            f"revoked {issued.revoked_tokens} live token{plural} issued under earlier secrets"
+            f"revoked {issued.revoked_tokens} live token{plural} issued under earlier secrets; "
+            "any still being issued under them are refused too"
         )
     else:
         click.echo(

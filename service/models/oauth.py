@@ -78,6 +78,12 @@ class OAuthClient(Base, ClientMixin):  # type: ignore[misc]
     allowed_scopes: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Each secret rotation moves the generation on; a rotation that revokes tokens refuses
+    # those of earlier generations, including any still being issued as it commits.
+    secret_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tokens_valid_from_generation: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0"
+    )
 
     agency: Mapped[Agency] = relationship(lazy="joined")
 
@@ -136,6 +142,9 @@ class OAuthToken(Base, TokenMixin):  # type: ignore[misc]
     issued_at: Mapped[int] = mapped_column(Integer)
     expires_in: Mapped[int] = mapped_column(Integer)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # The client's secret generation as the token request's authentication read it, in the
+    # same row as the secret it checked (not as the client stands when the token is saved).
+    secret_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     client: Mapped[OAuthClient] = relationship(lazy="joined", innerjoin=True)
 
@@ -160,8 +169,13 @@ class OAuthToken(Base, TokenMixin):  # type: ignore[misc]
         return self.expires_at <= int(utcnow().timestamp())
 
     def is_revoked(self) -> bool:
-        # A revoked client or a disabled agency takes its live tokens down with it.
-        return self.revoked_at is not None or not self.client.is_active
+        # A revoked client or a disabled agency takes its live tokens down with it, and a
+        # rotation with --revoke-tokens those issued under the secrets it replaced.
+        return (
+            self.revoked_at is not None
+            or not self.client.is_active
+            or self.secret_generation < self.client.tokens_valid_from_generation
+        )
 
     def get_user(self) -> None:
         return None

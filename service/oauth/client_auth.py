@@ -114,6 +114,9 @@ def authenticate_client(
     if client is None or not client.check_endpoint_auth_method(method, endpoint):
         raise InvalidClientError(status_code=REFUSED[method][0], description=REFUSED[method][1])
     request.auth_method = method
+    # Read with the secret just checked, in the same row: the token saved later carries it, so
+    # a rotation committed in between can still tell it was issued under the old secret.
+    request.secret_generation = client.secret_generation
     return client
 
 

@@ -43,7 +43,7 @@ class BearerToken(TokenMixin):  # type: ignore[misc]
     scope: str
     issued_at: int
     expires_in: int
-    revoked: bool  # the token, its client or its agency
+    revoked: bool  # the token, its client or its agency, or a rotation of the client's secret
 
     @property
     def agency_id(self) -> str:
@@ -69,6 +69,8 @@ _BEARER = (
         OAuthToken.revoked_at.is_not(None).label("token_revoked"),
         OAuthClient.client_id, OAuthClient.agency_id,
         (OAuthClient.revoked_at.is_not(None) | Agency.disabled_at.is_not(None)).label("cut_off"),
+        (OAuthToken.secret_generation < OAuthClient.tokens_valid_from_generation)
+        .label("superseded"),
     )
     .join(OAuthClient, OAuthClient.id == OAuthToken.client_pk)
     .join(Agency, Agency.id == OAuthClient.agency_id)
@@ -79,14 +81,15 @@ _BEARER = (
 def bearer_token(token_string: str) -> BearerToken | None:
     """Return the stored token whose hash matches ``token_string``, for checking a request.
 
-    A revoked client or a disabled agency takes its live tokens down with it.
+    A revoked client or a disabled agency takes its live tokens down with it; a secret rotation
+    with ``revoke_tokens`` those issued under the secrets it replaced (OAuthToken.is_revoked).
     """
     row = db.session.execute(_BEARER, {"token_hash": hash_secret(token_string)}).first()
     if row is None:
         return None
     return BearerToken(
         BearerClient(row.client_id, row.agency_id), row.scope, row.issued_at, row.expires_in,
-        revoked=bool(row.token_revoked or row.cut_off),
+        revoked=bool(row.token_revoked or row.cut_off or row.superseded),
     )  # fmt: skip
 
 
@@ -98,7 +101,12 @@ def query_token(token_string: str) -> OAuthToken | None:
 
 
 def save_token(token: dict[str, Any], oauth_request: Any) -> None:
-    """Store an issued token by its hash only; the caller sees the plaintext once."""
+    """Store an issued token by its hash only; the caller sees the plaintext once.
+
+    The token carries the secret generation its client authentication read: one authenticated
+    by a secret that a rotation then replaced keeps the old generation however late it is
+    saved, so a rotation with ``revoke_tokens`` refuses it even if it commits after the rotation.
+    """
     db.session.add(
         OAuthToken(
             token_hash=hash_secret(token["access_token"]),
@@ -106,6 +114,7 @@ def save_token(token: dict[str, Any], oauth_request: Any) -> None:
             scope=token.get("scope", ""),
             issued_at=int(time.time()),
             expires_in=int(token["expires_in"]),
+            secret_generation=oauth_request.secret_generation,
         )
     )
 

@@ -127,3 +127,23 @@ def test_directory_lists_active_agencies(app: Flask, client: FlaskClient) -> Non
     body = client.get("/api/v1/agencies", headers=bearer(token)).get_json()
     assert len(body["items"]) == 1
     assert set(body["items"][0]) == {"id", "name", "agency_type", "duty_contact"}
+
+
+def test_no_cookie_session_is_read_or_written(make_app: MakeApp) -> None:
+    """Bearer tokens only: a cookie session, even one signed with the app's key, is not read
+    (it can neither authenticate nor carry state), and writing to flask.session fails."""
+    from flask import session
+    from flask.sessions import SecureCookieSessionInterface
+
+    app = make_app()
+    signed = SecureCookieSessionInterface().get_signing_serializer(app)
+    assert signed is not None
+    cookie = f"session={signed.dumps({'agency': 'kent-cs'})}"
+    with app.test_request_context("/api/v1/me", headers={"Cookie": cookie}):
+        assert dict(session) == {}
+        try:
+            session["agency"] = "kent-cs"
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("flask.session accepted a write")
