@@ -126,13 +126,15 @@ http {{
 }}
 """
         (self.directory / "nginx.conf").write_text(config)
-        self.process = subprocess.Popen(
-            ["nginx", "-p", str(self.directory), "-c", str(self.directory / "nginx.conf")],
-            stdout=subprocess.DEVNULL, stderr=(self.directory / "stderr.log").open("wb"),
-        )  # fmt: skip
+        with (self.directory / "stderr.log").open("wb") as stderr:
+            self.process = subprocess.Popen(
+                ["nginx", "-p", str(self.directory), "-c", str(self.directory / "nginx.conf")],
+                stdout=subprocess.DEVNULL, stderr=stderr,
+            )  # fmt: skip
         deadline = time.monotonic() + 10
         while not all(self._answers(port) for port in self.ports):
             if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
                 raise RuntimeError(f"nginx receivers did not start; see {self.directory}")
             time.sleep(0.1)
         self.received: list[tuple[int, str, float]] = []
@@ -155,8 +157,9 @@ http {{
             return {self.process.pid, *map(int, children.read_text().split())}
         return {self.process.pid}
 
-    def take(self) -> list[tuple[int, str, float]]:
-        """Everything received since the last take: (agency, warning id, receipt time)."""
+    def take(self, name: bool = True) -> list[tuple[int, str, float]]:
+        """Everything received since the last take: (agency, warning id, receipt time); the
+        warning id is "" unless ``name`` (naming queries the benchmark's database)."""
         with self.log.open("rb") as log:
             log.seek(self.offset)
             chunk = log.read()
@@ -164,7 +167,8 @@ http {{
         self.offset += len(complete)
         lines = [line.split() for line in complete.decode().splitlines()]
         lines = [fields for fields in lines if len(fields) == 4 and fields[3] == "200"]
-        self._name_warnings({fields[2] for fields in lines} - self.warning_of.keys())
+        if name:
+            self._name_warnings({fields[2] for fields in lines} - self.warning_of.keys())
         taken = [(self.agency_of_port[int(port)], self.warning_of.get(webhook_id, ""), float(at))
                  for at, port, webhook_id, _ in lines]  # fmt: skip
         self.received.extend(taken)
@@ -413,20 +417,20 @@ def measure_throughput(
     for household in household_ids:
         instance.publish(household)
     backlog = instance.pending()
-    receivers.take()  # nothing should have arrived; start clean
+    receivers.take(name=False)  # nothing should have arrived; start clean
     instance.start_workers(workers)
     time.sleep(1.0)  # the workers' start-up (imports, app) is not delivery work
     before = instance.cpu(receivers)
     times: list[float] = []
     deadline = time.monotonic() + 600
     while instance.pending() > 0:
-        times.extend(at for _, _, at in receivers.take())
+        times.extend(at for _, _, at in receivers.take(name=False))
         if time.monotonic() > deadline:
             raise RuntimeError("the backlog was not delivered in 10 minutes")
         time.sleep(0.2)
     after = instance.cpu(receivers)
     instance.stop_workers()
-    times.extend(at for _, _, at in receivers.take())
+    times.extend(at for _, _, at in receivers.take(name=False))
     if len(times) < backlog:
         raise RuntimeError(f"{len(times)} receipts for a backlog of {backlog}")
     rate = (len(times) - 1) / (max(times) - min(times))
@@ -451,9 +455,10 @@ def main() -> None:
     print(f"fresh database {make_url(args.database_url).database}; seeding {needed} households "
           f"with {RECIPIENTS + 1} agencies each", flush=True)  # fmt: skip
     recreate_database(args.database_url)
-    receivers = Receivers(data_dir, args.database_url)
+    receivers: Receivers | None = None
     instance: Instance | None = None
     try:
+        receivers = Receivers(data_dir, args.database_url)
         client_id, secret, household_ids = prepare(args.database_url, data_dir, needed)
         add_webhooks(args.database_url, data_dir, receivers.ports)
         with create_engine(args.database_url).connect() as connection:
@@ -491,7 +496,8 @@ def main() -> None:
     finally:
         if instance is not None:
             instance.stop()
-        receivers.stop()
+        if receivers is not None:
+            receivers.stop()
         if not args.keep:
             recreate_database(args.database_url, drop_only=True)
         print(f"logs in {data_dir}", flush=True)

@@ -76,10 +76,17 @@ class NoCookieSessions(SessionInterface):
     signed-cookie sessions would also cost each request a serializer and a cookie parse.)"""
 
     def open_session(self, app: Flask, request: Any) -> NullSession:
-        return NullSession()
+        return _NoSession()
 
     def save_session(self, app: Flask, session: Any, response: Any) -> None:
         return None
+
+
+class _NoSession(NullSession):
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("alertshare keeps no cookie sessions: callers send a bearer token")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = update = setdefault = _fail
 
 
 def _webhook_networks(value: Any) -> tuple[Any, ...]:

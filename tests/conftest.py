@@ -56,7 +56,7 @@ def template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         # template, and two workers would also migrate one database at once: each worker
         # migrates a database of its own, named after the configured one, and drops it at the end.
         url = make_url(PG_URL)
-        name = f"{url.database}_{XDIST_WORKER}"
+        name = f"{url.database}_{XDIST_WORKER}_{os.getpid()}"  # two runs never share one
         admin = _admin_engine()
         with admin.connect() as connection:
             # One left by an interrupted run would hold an old schema.

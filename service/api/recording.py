@@ -125,6 +125,8 @@ def close_request(response: Response) -> Response:
             log.exception("the request's unit of work could not be committed; request refused")
         if entry is not None:
             _record_refusal(entry)
+        if unavailable:  # whichever stage: the database did not answer, so say when to retry
+            return problem_response(database_unavailable())
         if stage == "record":
             return problem_response(
                 Problem(
@@ -134,8 +136,6 @@ def close_request(response: Response) -> Response:
                     "The access could not be recorded in the audit log, so it was not allowed.",
                 )
             )
-        if unavailable:
-            return problem_response(database_unavailable())
         return problem_response(
             Problem(503, "unavailable", "Service unavailable", "The change was not saved.")
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
+from pathlib import Path
 
 import pytest
 from flask import Flask, request
@@ -14,7 +16,7 @@ from sqlalchemy import create_engine, text
 from schemas.base import StrictSchema
 from service.api.access import protected
 from service.oauth.scopes import INVOLVEMENTS_WRITE, WARNINGS_WRITE
-from tests.conftest import ON_POSTGRES, MakeApp
+from tests.conftest import ON_POSTGRES, MakeApp, build_app, dispose_app
 from tests.factories import bearer, create_client, get_token
 
 
@@ -180,3 +182,29 @@ def test_a_lock_not_granted_in_time_is_a_503_problem_and_nothing_changes(
     assert waited < 10  # the lock_timeout (5 s), not for ever
     listed = client.get("/api/v1/involvements", headers=headers).get_json()["items"]
     assert [item["ended_at"] for item in listed] == [None]
+
+
+def test_a_database_that_does_not_answer_is_a_503_saying_when_to_retry(tmp_path: Path) -> None:
+    """PostgreSQL down (nothing listens on its port): the token check, the audit append and
+    the token endpoint all fail on the database; the answer names the database, not the audit
+    log, and says when to retry, whichever step failed first."""
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = build_app(f"postgresql+psycopg://nobody@127.0.0.1:{port}/none", tmp_path)
+    try:
+        client = app.test_client()
+        answers = [
+            client.get("/api/v1/me", headers=bearer("a-token-that-cannot-be-checked")),
+            client.post(
+                "/oauth/token",
+                data={"grant_type": "client_credentials"},
+                headers={"Authorization": "Basic Y2xpZW50OnNlY3JldA=="},
+            ),  # fmt: skip
+        ]
+    finally:
+        dispose_app(app)
+    for response in answers:
+        body = _assert_problem(response, 503)
+        assert body["type"] == "urn:alertshare:problem:database-unavailable", body
+        assert response.headers["Retry-After"] == "5"
