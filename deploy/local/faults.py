@@ -315,7 +315,17 @@ def stop_postgres(
     stopping = time.monotonic()
     pg_ctl(layout, "-m", "fast", "-w", "stop")
     stopped = time.monotonic()
-    time.sleep(max(0.0, outage - (stopped - stopping)))
+    # Half-way through, one briefing to read the problem the clients are given.
+    remaining = max(0.0, outage - (stopped - stopping))
+    time.sleep(remaining / 2)
+    probe_client = second_instance(world, world.clients[0])  # the first is busy in the load
+    probe_client.token = world.clients[0].token  # no token can be issued while it is down
+    household = world.involving(probe_client.agency)[0]
+    probe, probe_body = probe_client.request(
+        "briefing", "GET", f"/api/v1/households/{household['id']}/briefing"
+    )
+    probe_type = (probe_body or {}).get("type", "") if isinstance(probe_body, dict) else ""
+    time.sleep(max(0.0, outage - (time.monotonic() - stopping)))
     starting = time.monotonic()
     pg_ctl(layout, "-l", str(layout.state / "log" / "postgresql.log"), "-w", "start")
     started = time.monotonic()
@@ -341,6 +351,7 @@ def stop_postgres(
         f"p99 {load.percentile(times, 0.99):.0f} ms, max {max(times, default=0):.0f} ms"
     )
     print(window("from 5 s after the start", tail, end - started - 5))
+    print(f"  a briefing while down: {probe} ({probe_type})")
     print(f"  first success {first_ok:.2f} s after PostgreSQL was up again (no restart)")
     publishes = world.publishes[published_before:]
     read, asked = read_back(world, publishes)
@@ -353,6 +364,11 @@ def stop_postgres(
             f"{sum(r.status == 429 for r in down)} 429, {len(ok_down)} 2xx (served as it "
             f"stopped), {len(other_5xx)} other 5xx, {len(down) - len(answered)} unanswered, "
             f"{len(slow)} took over {FAST:g} s",
+        ),
+        check(
+            "the refusal names the database",
+            probe == 503 and probe_type.endswith(":database-unavailable"),
+            f"a briefing while down: {probe} {probe_type}",
         ),
         check(
             "recovers without a restart",
@@ -438,15 +454,20 @@ def revoke_audit(world: World, seconds: float = 10.0) -> bool:
     return all(results)
 
 
+def second_instance(world: World, known: load.Client) -> load.Client:
+    """Another instance of a client, with a connection of its own (a client's one connection
+    belongs to its thread of the load) and no token yet."""
+    return load.Client(
+        world.layout, world.recorder, known.agency, known.client_id, known.secret, "probe"
+    )
+
+
 def token_probe(world: World) -> load.Client:
     """Ask for a token as a second instance of a client (its status in ``token_status``).
 
     Token requests count against the source address (60 a minute, and the setup asked for one
     per client): wait for the next minute rather than see that limit's 429."""
-    known = world.clients[1]
-    probe = load.Client(
-        world.layout, world.recorder, known.agency, known.client_id, known.secret, "probe"
-    )
+    probe = second_instance(world, world.clients[1])
     for _ in range(15):
         probe.ensure_token()
         if probe.token_status != 429:
