@@ -137,7 +137,6 @@ http {{
                 self.stop()
                 raise RuntimeError(f"nginx receivers did not start; see {self.directory}")
             time.sleep(0.1)
-        self.received: list[tuple[int, str, float]] = []
 
     @staticmethod
     def _answers(port: int) -> bool:
@@ -171,7 +170,6 @@ http {{
             self._name_warnings({fields[2] for fields in lines} - self.warning_of.keys())
         taken = [(self.agency_of_port[int(port)], self.warning_of.get(webhook_id, ""), float(at))
                  for at, port, webhook_id, _ in lines]  # fmt: skip
-        self.received.extend(taken)
         return taken
 
     def _name_warnings(self, notification_ids: set[str]) -> None:

@@ -16,7 +16,7 @@ from authlib.oauth2.rfc6750 import InsufficientScopeError
 from flask import current_app, g, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.api.problems import DATABASE_UNAVAILABLE, Problem, database_unavailable
+from service.api.problems import DATABASE_UNAVAILABLE, Problem
 from service.context import (
     RECORD_ID_PATTERN,
     Caller,
@@ -119,8 +119,8 @@ def presented_token() -> BearerToken | OAuth2Error:
             environ[_PRESENTED_TOKEN] = require_oauth.acquire_token()
         except OAuth2Error as error:
             environ[_PRESENTED_TOKEN] = error
-        except DATABASE_UNAVAILABLE as error:
-            raise database_unavailable() from error
+        except DATABASE_UNAVAILABLE:
+            raise  # the database-unavailable problem, from its one handler (problems.py)
         except SQLAlchemyError as error:
             raise Problem(
                 503, "unavailable", "Service unavailable",

@@ -128,6 +128,12 @@ def internal_error() -> Problem:
     )
 
 
+def cause_name(error: BaseException) -> str:
+    """The name of what went wrong under a SQLAlchemy error (its driver's exception), for a log
+    line: never the error's text, which repeats the SQL."""
+    return type(getattr(error, "orig", None) or error).__name__
+
+
 def database_unavailable() -> Problem:
     """Build the 503 for a database that did not answer, or a lock not granted in time."""
     return Problem(
@@ -173,8 +179,7 @@ def register_problem_handlers(app: Flask) -> None:
     def _database(error: Exception) -> Response:
         # A database down, unreachable, failing over or a lock_timeout: the request failed fast
         # and its transaction rolled back. The error's name only (its text repeats the SQL).
-        cause = getattr(error, "orig", None) or error
-        log.warning("database unavailable", extra={"error_type": type(cause).__name__})
+        log.warning("database unavailable", extra={"error_type": cause_name(error)})
         return problem_response(database_unavailable())
 
     for unavailable in DATABASE_UNAVAILABLE:

@@ -23,6 +23,7 @@ from service.api.access import policy_of
 from service.api.problems import (
     DATABASE_UNAVAILABLE,
     Problem,
+    cause_name,
     database_unavailable,
     problem_response,
 )
@@ -118,9 +119,8 @@ def close_request(response: Response) -> Response:
     except Exception as error:  # the work or its record could not be kept: it must not stand
         unavailable = isinstance(error, DATABASE_UNAVAILABLE)
         if unavailable:  # a database down or a lock not granted in time: no traceback needed
-            cause = getattr(error, "orig", None) or error
             log.warning("the request's unit of work could not be committed (%s); request refused",
-                        type(cause).__name__)  # fmt: skip
+                        cause_name(error))  # fmt: skip
         else:
             log.exception("the request's unit of work could not be committed; request refused")
         if entry is not None:
