@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
-from service.households import list_members
+from sqlalchemy import (
+    BindParameter,
+    Integer,
+    and_,
+    bindparam,
+    literal_column,
+    select,
+    true,
+    union_all,
+)
+
+from service.database import db, utcnow
+from service.errors import NotFound
 from service.incidents import IncidentCounts, count_recent
-from service.involvements import accessible_household, other_involvements
+from service.involvements import (
+    NO_SUCH_HOUSEHOLD,
+    check_access,
+    household_access,
+    others_working_with,
+)
+from service.models.agency import Agency
 from service.models.household import Household, Person
 from service.models.involvement import Involvement
 from service.models.warning import WarningMarker
@@ -24,6 +42,7 @@ class Briefing:
     precautions: list[str]  # of the warnings above, strictest first
     other_agencies: list[Involvement]
     counts: IncidentCounts
+    agencies: dict[str, Agency]  # every agency named above (issuers, other agencies), by id
 
     @property
     def children_present(self) -> bool:
@@ -34,18 +53,66 @@ class Briefing:
 
 def brief(household_id: str, agency_id: str, today: date) -> Briefing:
     """Compose the briefing for an agency involved with the household, or a warning's issuer."""
-    household, involved_now = accessible_household(agency_id, household_id)
+    people = _household_and_people(agency_id, household_id)
     record = household_record(household_id)
     warnings = [w for w in record.warnings if w.status == "active"]
-    shown = [w for w in warnings if may_see_detail(w, agency_id, involved_now)]
-    readable, withheld = readable_incidents(record, agency_id, involved_now)
+    shown = [w for w in warnings if may_see_detail(w, agency_id, people.involved_now)]
+    readable, withheld = readable_incidents(record, agency_id, people.involved_now)
     covered = {incident.id for warning in warnings for incident in warning.incidents}
     return Briefing(
-        household=household,
-        members=list_members(household_id),
+        household=people.household,
+        members=people.members,
         warnings=shown,
         flagged=[w for w in warnings if w not in shown],
         precautions=strictest_first({p for w in shown for p in w.precaution_list}),
-        other_agencies=other_involvements(household_id, agency_id),
+        other_agencies=people.others,
         counts=count_recent(readable, withheld, {i.id for i in readable} - covered, today),
+        agencies={**record.issuers, **people.agencies},
     )
+
+
+@dataclass(frozen=True)
+class _People:
+    household: Household
+    involved_now: bool  # the caller works with the household now
+    members: list[Person]  # in the order they were added
+    others: list[Involvement]  # other agencies' current involvements, oldest first
+    agencies: dict[str, Agency]  # those agencies, by id
+
+
+def _household_and_people(agency_id: str, household_id: str) -> _People:
+    """Read the household, whether the agency may see it (NotFound if not, as for
+    ``accessible_household``), its members and who else works with it: one query."""
+    parameters = {"agency_id": agency_id, "household_id": household_id, "now": utcnow()}
+    rows = db.session.execute(_HOUSEHOLD_AND_PEOPLE, parameters).all()
+    if not rows:
+        raise NotFound(NO_SUCH_HOUSEHOLD)
+    household, involved_now, issuer = rows[0][:3]
+    may_see = check_access(involved_now, issuer)
+    members = [row.Person for row in rows if row.Person is not None]
+    others = [row.Involvement for row in rows if row.Involvement is not None]
+    agencies = {row.Agency.id: row.Agency for row in rows if row.Agency is not None}
+    return _People(household, may_see, members, others, agencies)
+
+
+# Built once (compiled form and cache key reused): every briefing runs it. The household's
+# row is doubled (``_SIDES``): members join one copy and other agencies' involvements the
+# other, so the rows are members plus involvements, never members times involvements (ten
+# members and twelve agencies: 22 rows and ~0.6 ms of CPU, where their product, 120 rows, took
+# ~2.5 ms, more than the three round trips this one replaces).
+_MEMBERS_SIDE, _OTHERS_SIDE = literal_column("1", Integer), literal_column("2", Integer)
+_SIDES = union_all(select(_MEMBERS_SIDE.label("side")), select(_OTHERS_SIDE)).subquery("sides")
+_SIDE = _SIDES.c.side
+_AGENCY: BindParameter[str] = bindparam("agency_id")
+_NOW: BindParameter[datetime] = bindparam("now")
+_HOUSEHOLD_AND_PEOPLE = (
+    select(Household, *household_access(_AGENCY, Household.id, at=_NOW), Person, Involvement,
+           Agency)
+    .select_from(Household)
+    .join(_SIDES, true())
+    .outerjoin(Person, and_(_SIDE == _MEMBERS_SIDE, Person.household_id == Household.id))
+    .outerjoin(Involvement, and_(_SIDE == _OTHERS_SIDE, others_working_with(Household.id, _AGENCY)))
+    .outerjoin(Agency, Agency.id == Involvement.agency_id)
+    .where(Household.id == bindparam("household_id"))
+    .order_by(_SIDE, Person.created_at, Person.id, Involvement.started_at, Involvement.id)
+)  # fmt: skip

@@ -20,6 +20,7 @@ from service.errors import InvalidInput, NotFound
 from service.involvements import involved
 from service.keys import active_keys
 from service.models.household import PERSON_ROLES, Household, Person
+from service.warnings import Flag, add_to_flag, with_active_warnings
 
 
 def _checked(
@@ -189,10 +190,12 @@ class Match:
     household_id: str
     matched_by: str  # uprn | address | person
     involved: bool  # the looking agency works with the household now
+    flag: Flag  # what the looking agency may know of the household's active warnings
 
 
 def look_up(
     agency_id: str,
+    today: date,
     *,
     uprn: str | None = None,
     address: Address | None = None,
@@ -203,7 +206,7 @@ def look_up(
     """Find registered households by UPRN, address or a person living there; never create one.
 
     One query, returning ids only (a look-up shows no address), each with whether
-    ``agency_id`` works with the household now.
+    ``agency_id`` works with the household now and its flag as that agency may see it.
     """
     indexer = active_keys().indexer
     if uprn is not None:
@@ -218,18 +221,26 @@ def look_up(
         assert family_name is not None and date_of_birth is not None
         matched_by, query = "person", _BY_NAME_AND_BIRTH
         index = indexer.person(family_name, date_of_birth)
-    rows = db.session.connection().execute(
-        query, {"agency_id": agency_id, "now": utcnow(), "index": index}
-    )
-    return [Match(household_id, matched_by, bool(now)) for household_id, now in rows]
+    rows = db.session.execute(query, {"agency_id": agency_id, "now": utcnow(), "index": index})
+    matches: list[Match] = []
+    for row in rows:  # a household's rows are adjacent: one per active warning, or one
+        if not matches or matches[-1].household_id != row.household_id:
+            matches.append(Match(row.household_id, matched_by, bool(row.involved), Flag()))
+        if row.issuing_agency_id is not None:
+            add_to_flag(matches[-1].flag, row, agency_id, today)
+    return matches
 
 
-def _matching(condition: ColumnElement[bool]) -> Select[str, bool]:
-    return (
-        select(Household.id, involved(bindparam("agency_id"), Household.id, at=bindparam("now")))
+def _matching(condition: ColumnElement[bool]) -> Select[*tuple[Any, ...]]:
+    found = (
+        select(
+            Household.id.label("household_id"),
+            involved(bindparam("agency_id"), Household.id, at=bindparam("now")).label("involved"),
+        )
         .where(condition)
         .order_by(Household.created_at, Household.id)
     )
+    return with_active_warnings(found)
 
 
 def _living_there(condition: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -238,6 +249,7 @@ def _living_there(condition: ColumnElement[bool]) -> ColumnElement[bool]:
 
 # Built once, a statement per way of matching: the look-up is the hottest read, and a statement
 # built per request costs more CPU than the query itself (its cache key too is computed once).
+# Each brings the matches' flags along (a round trip costs more than the rows it saves).
 _BY_UPRN = _matching(Household.uprn_index == bindparam("index"))
 _BY_ADDRESS = _matching(Household.postcode_line1_index == bindparam("index"))
 _BY_NHS_NUMBER = _matching(_living_there(Person.nhs_number_index == bindparam("index")))

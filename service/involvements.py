@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import BindParameter, ColumnElement, SQLColumnExpression, bindparam, exists, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    SQLColumnExpression,
+    and_,
+    bindparam,
+    exists,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 
 from service.database import db, utcnow
@@ -34,7 +42,9 @@ def involved(
     ]
     if not ever:
         conditions.append(Involvement.covering(utcnow() if at is None else at))
-    return exists().where(*conditions)
+    # Never correlated to an involvement of the enclosing query (a briefing joins other
+    # agencies' involvements beside this test of the caller's).
+    return exists().where(*conditions).correlate_except(Involvement)
 
 
 def is_involved(
@@ -68,43 +78,60 @@ def involvements_with(household_ids: Collection[str]) -> list[Involvement]:
     return list(db.session.scalars(query))
 
 
-def _access(
+def household_access(
     agency_id: str | SQLColumnExpression[str],
     household_id: str | SQLColumnExpression[str],
     *,
     at: datetime | SQLColumnExpression[datetime] | None = None,
 ) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     """Who may see a household's detail: an agency working with it now, or one that issued a
-    warning about it (withdrawn ones aside)."""
+    warning about it (withdrawn ones aside). Two SQL conditions, for ``check_access``."""
+    # Any of the household's warnings, whatever warning the enclosing query joins.
     issued = exists().where(
         WarningMarker.household_id == household_id,
         WarningMarker.issuing_agency_id == agency_id,
         WarningMarker.status != "entered-in-error",
     )
+    issued = issued.correlate_except(WarningMarker)
     return involved(agency_id, household_id, at=at), issued
+
+
+# The same answer for a household that does not exist and one the agency may not see.
+NO_SUCH_HOUSEHOLD = "No such household among those your agency works with."
+
+
+def check_access(involved_now: bool | None, issuer: bool | None) -> bool:
+    """Raise NotFound unless the values of ``household_access`` let the agency see the
+    household (so others learn nothing); return whether it works with the household now."""
+    if not (involved_now or issuer):
+        raise NotFound(NO_SUCH_HOUSEHOLD)
+    return bool(involved_now)
+
+
+def others_working_with(
+    household_id: SQLColumnExpression[str], agency_id: SQLColumnExpression[str]
+) -> ColumnElement[bool]:
+    """SQL: an involvement with the household, of an agency other than ``agency_id``, not
+    ended: who else to call."""
+    return and_(
+        Involvement.household_id == household_id,
+        Involvement.agency_id != agency_id,
+        Involvement.ended_at.is_(None),
+    )
 
 
 # Built once (their compiled forms and cache keys are reused): every detail read checks access.
 _AGENCY: BindParameter[str] = bindparam("agency_id")
 _HOUSEHOLD: BindParameter[str] = bindparam("household_id")
 _NOW: BindParameter[datetime] = bindparam("now")
-_ACCESS = select(*_access(_AGENCY, _HOUSEHOLD, at=_NOW))
-_ACCESSIBLE_HOUSEHOLD = select(Household, *_access(_AGENCY, Household.id, at=_NOW)).where(
+_ACCESS = select(*household_access(_AGENCY, _HOUSEHOLD, at=_NOW))
+_ACCESSIBLE_HOUSEHOLD = select(Household, *household_access(_AGENCY, Household.id, at=_NOW)).where(
     Household.id == _HOUSEHOLD
 )
 _ACTIVE_INVOLVEMENT = select(Involvement).where(
     Involvement.agency_id == _AGENCY,
     Involvement.household_id == _HOUSEHOLD,
     Involvement.ended_at.is_(None),
-)
-_OTHER_INVOLVEMENTS = (
-    select(Involvement)
-    .where(
-        Involvement.household_id == _HOUSEHOLD,
-        Involvement.agency_id != _AGENCY,
-        Involvement.ended_at.is_(None),
-    )
-    .order_by(Involvement.started_at)
 )
 
 
@@ -113,9 +140,7 @@ def require_household_access(agency_id: str, household_id: str) -> bool:
     nothing); return whether it works with the household now, decided in the same query."""
     parameters = {"agency_id": agency_id, "household_id": household_id, "now": utcnow()}
     involved_now, issuer = db.session.execute(_ACCESS, parameters).one()
-    if not (involved_now or issuer):
-        raise NotFound("No such household among those your agency works with.")
-    return bool(involved_now)
+    return check_access(involved_now, issuer)
 
 
 def accessible_household(agency_id: str, household_id: str) -> tuple[Household, bool]:
@@ -123,9 +148,9 @@ def accessible_household(agency_id: str, household_id: str) -> tuple[Household, 
     ``require_household_access``), and whether the agency works with it now: one query."""
     parameters = {"agency_id": agency_id, "household_id": household_id, "now": utcnow()}
     row = db.session.execute(_ACCESSIBLE_HOUSEHOLD, parameters).first()
-    if row is None or not (row[1] or row[2]):
-        raise NotFound("No such household among those your agency works with.")
-    return row[0], bool(row[1])
+    if row is None:
+        raise NotFound(NO_SUCH_HOUSEHOLD)
+    return row[0], check_access(row[1], row[2])
 
 
 def active_involvement(agency_id: str, household_id: str) -> Involvement | None:
@@ -186,9 +211,3 @@ def list_involvements(agency_id: str, household_id: str | None = None) -> list[I
     if household_id is not None:
         query = query.where(Involvement.household_id == household_id)
     return list(db.session.scalars(query.order_by(Involvement.started_at.desc()).limit(500)))
-
-
-def other_involvements(household_id: str, agency_id: str) -> list[Involvement]:
-    """Return the current involvements of every other agency with the household."""
-    parameters = {"household_id": household_id, "agency_id": agency_id}
-    return list(db.session.scalars(_OTHER_INVOLVEMENTS, parameters))

@@ -17,6 +17,8 @@ transactions already run one at a time: every one begins IMMEDIATE.)
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +70,26 @@ def emit(event: Event) -> None:
     """Queue ``event`` to be written when the current unit of work commits."""
     if event.recipients:
         db.session.info.setdefault(PENDING, []).append(event)
+
+
+def has_pending(session: Session) -> bool:
+    """Say whether the session holds events queued for its commit."""
+    return bool(session.info.get(PENDING))
+
+
+@contextmanager
+def kept_across_rollback(session: Session) -> Iterator[None]:
+    """Keep the session's queued events across a rollback inside the block.
+
+    For a request whose reads ran outside a transaction (``service.api.recording``): it ends
+    that, and its events are written in the transaction that follows, with its audit entry.
+    """
+    pending = session.info.pop(PENDING, None)
+    try:
+        yield
+    finally:
+        if pending:
+            session.info[PENDING] = pending
 
 
 def seen_once(event: Event) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, exists, or_, select
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, exists, or_, select
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -427,17 +427,24 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 @dataclass(frozen=True)
 class HouseholdRecord:
     """Every warning about a household, whatever its status, each with its incidents, and
-    every incident recorded there, newest first."""
+    every incident recorded there, newest first; and the warnings' issuers, by id."""
 
     warnings: list[WarningMarker]
     incidents: list[Incident]
+    issuers: dict[str, Agency]
 
 
 def household_record(household_id: str) -> HouseholdRecord:
-    """Load the household's warnings (with whom they are shared) and incidents, each incident
-    once with the warnings resting on it: two queries, however much the household holds."""
+    """Load the household's warnings (with whom they are shared, and their issuers) and
+    incidents, each incident once with the warnings resting on it: two queries, however much
+    the household holds."""
     parameters = {"household_id": household_id}
-    warnings = list(db.session.scalars(_HOUSEHOLD_WARNINGS, parameters).unique())
+    loaded = db.session.execute(_HOUSEHOLD_WARNINGS, parameters).unique()
+    issuers: dict[str, Agency] = {}
+    warnings: list[WarningMarker] = []
+    for warning, issuer in loaded:
+        warnings.append(warning)
+        issuers[issuer.id] = issuer
     linked = db.session.execute(_HOUSEHOLD_INCIDENTS, parameters)
     rows = [(incident, warning_id) for incident, warning_id in linked]
     resting: dict[str, list[Incident]] = {warning.id: [] for warning in warnings}
@@ -459,12 +466,15 @@ def household_record(household_id: str) -> HouseholdRecord:
         # Filled in as if loaded: the relationship's order, and nothing marked as changed.
         rested_on = sorted(resting[warning.id], key=lambda incident: incident.occurred_on)
         set_committed_value(warning, "incidents", rested_on)
-    return HouseholdRecord(warnings, incidents)
+    return HouseholdRecord(warnings, incidents, issuers)
 
 
 # Built once (compiled forms and cache keys reused): every briefing reads a household's record.
+# Each warning comes with its issuer (one agency: no more rows), which every document of a
+# warning names.
 _HOUSEHOLD_WARNINGS = (
-    select(WarningMarker)
+    select(WarningMarker, Agency)
+    .join(Agency, Agency.id == WarningMarker.issuing_agency_id)
     .where(WarningMarker.household_id == bindparam("household_id"))
     .options(joinedload(WarningMarker.shares))  # a few shares a warning: joined, not a query
     .order_by(WarningMarker.created_at)
@@ -512,43 +522,45 @@ class Flag:
     issuers: dict[str, Agency] = field(default_factory=dict)
 
 
-def flag_view(household_ids: list[str], agency_id: str, today: date) -> dict[str, Flag]:
-    """Return each household's flag as ``agency_id`` may see it, from one query: the active
-    warnings' flag columns, whether each is shared with the agency, and its issuer."""
-    flags = {household_id: Flag() for household_id in household_ids}
-    if not household_ids:
-        return flags
-    rows = db.session.execute(_FLAG_VIEW, {"household_ids": household_ids, "agency_id": agency_id})
-    for row in rows:
-        flag = flags[row.household_id]
-        flag.active_warnings = True
-        if flag.risk_level is None or RISK_ORDER[row.risk_level] > RISK_ORDER[flag.risk_level]:
-            flag.risk_level = row.risk_level
-        if may_know_categories(
-            row.handling, row.issuing_agency_id, agency_id, bool(row.shared_with_agency)
-        ):
-            flag.categories.update(row.categories.split())
-            flag.precautions.update(row.precautions.split())
-        flag.review_overdue = flag.review_overdue or row.review_by < today
-        flag.issuers.setdefault(row.issuing_agency_id, row.Agency)
-    return flags
+def add_to_flag(flag: Flag, warning: Row[Any], agency_id: str, today: date) -> None:
+    """Count one active warning into its household's flag, as ``agency_id`` may see it.
+
+    ``warning`` is a row of ``with_active_warnings``: the warning's flag columns, whether it
+    is shared with the agency (``shared_with_agency``) and its issuer (``Agency``).
+    """
+    flag.active_warnings = True
+    if flag.risk_level is None or RISK_ORDER[warning.risk_level] > RISK_ORDER[flag.risk_level]:
+        flag.risk_level = warning.risk_level
+    if may_know_categories(
+        warning.handling, warning.issuing_agency_id, agency_id, bool(warning.shared_with_agency)
+    ):
+        flag.categories.update(warning.categories.split())
+        flag.precautions.update(warning.precautions.split())
+    flag.review_overdue = flag.review_overdue or warning.review_by < today
+    flag.issuers.setdefault(warning.issuing_agency_id, warning.Agency)
 
 
-# Built once (compiled form and cache key reused): every look-up runs it. The active warnings'
-# flag columns, whether each is shared with the caller, and its issuer.
-_FLAG_VIEW = (
-    select(WarningMarker.household_id, WarningMarker.issuing_agency_id,
-           WarningMarker.risk_level, WarningMarker.categories, WarningMarker.precautions,
-           WarningMarker.handling, WarningMarker.review_by,
-           exists().where(WarningShare.warning_id == WarningMarker.id,
-                          WarningShare.agency_id == bindparam("agency_id"))
-           .label("shared_with_agency"),
-           Agency)
-    .join(Agency, Agency.id == WarningMarker.issuing_agency_id)
-    .where(WarningMarker.household_id.in_(bindparam("household_ids", expanding=True)),
-           WarningMarker.status == "active")
-    .order_by(WarningMarker.created_at, WarningMarker.id)
-)  # fmt: skip
+def with_active_warnings(
+    households: Select[*tuple[Any, ...]],
+) -> Select[*tuple[Any, ...]]:
+    """Extend a select of households with a row per active warning: its flag columns, whether
+    it is shared with the agency ``:agency_id``, and its issuer (all NULL for a household
+    with none), ordered after the households' own order by when each warning was made."""
+    shared = exists().where(
+        WarningShare.warning_id == WarningMarker.id,
+        WarningShare.agency_id == bindparam("agency_id"),
+    )
+    active = and_(WarningMarker.household_id == Household.id, WarningMarker.status == "active")
+    return (
+        households.add_columns(
+            WarningMarker.issuing_agency_id, WarningMarker.risk_level, WarningMarker.categories,
+            WarningMarker.precautions, WarningMarker.handling, WarningMarker.review_by,
+            shared.label("shared_with_agency"), Agency,
+        )
+        .outerjoin(WarningMarker, active)
+        .outerjoin(Agency, Agency.id == WarningMarker.issuing_agency_id)
+        .order_by(WarningMarker.created_at, WarningMarker.id)
+    )  # fmt: skip
 
 
 def members_of(household_ids: Collection[str]) -> dict[str, Person]:

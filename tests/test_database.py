@@ -8,11 +8,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import OperationalError
 
-from service.database import POSTGRESQL_LOCK_TIMEOUT, engine_options
+from service import database
+from service.database import POSTGRESQL_LOCK_TIMEOUT, db, engine_options
+from service.models.audit import AuditEntry
 from tests.conftest import ON_POSTGRES
+from tests.factories import bearer, create_client, get_token, request_token
 
 
 @pytest.fixture
@@ -50,3 +55,66 @@ def test_a_row_lock_held_too_long_is_refused_not_waited_on(database_url: str) ->
         assert 4 < time.monotonic() - started < 8
         holder.rollback()
     engine.dispose()
+
+
+def _drop_connections_to(database_url: str) -> int:
+    """End every session on the app's database from the server side, as a server restart
+    does to the connections a pool holds; return how many were ended."""
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            return int(
+                connection.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            )
+    finally:
+        admin.dispose()
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL")
+@pytest.mark.parametrize("idle", [True, False], ids=["left-idle", "used-a-moment-ago"])
+def test_a_pooled_connection_the_server_dropped_is_pinged_only_once_it_has_been_idle(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch, idle: bool
+) -> None:
+    """A public route (the token endpoint) after the server dropped the pool's connections (as
+    a restart does): served when the connection sat idle (PING_WHEN_IDLE_SECONDS: pinged and
+    replaced); a connection used a moment before is not pinged, its request is a 503 saying
+    when to retry, and the pool has replaced its connections by then."""
+    credentials = create_client(app)
+    assert request_token(client, credentials).status_code == 200
+    assert _drop_connections_to(app.config["SQLALCHEMY_DATABASE_URI"]) >= 1
+    monkeypatch.setattr(database, "PING_WHEN_IDLE_SECONDS", 0.0 if idle else 3600.0)
+    answer = request_token(client, credentials)
+    if idle:
+        assert answer.status_code == 200, answer.get_json()
+    else:
+        assert answer.status_code == 503
+        assert answer.get_json()["type"] == "urn:alertshare:problem:database-unavailable"
+        assert answer.headers["Retry-After"] == "5"
+    again = request_token(client, credentials)
+    assert again.status_code == 200, again.get_json()
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL")
+def test_an_api_request_whose_connection_the_server_dropped_is_served_on_a_fresh_one(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bearer token check, a request's first statement, finds its connection dropped (used
+    a moment before, so not pinged): it runs once more on a new connection, and the request
+    is served and recorded once."""
+    token = get_token(client, create_client(app))
+    assert client.get("/api/v1/me", headers=bearer(token)).status_code == 200
+    monkeypatch.setattr(database, "PING_WHEN_IDLE_SECONDS", 3600.0)
+    assert _drop_connections_to(app.config["SQLALCHEMY_DATABASE_URI"]) >= 1
+    answer = client.get("/api/v1/me", headers=bearer(token))
+    assert answer.status_code == 200, answer.get_json()
+    request_id = answer.headers["X-Request-Id"]
+    with app.app_context():
+        recorded = db.session.scalars(
+            select(AuditEntry.status).where(AuditEntry.request_id == request_id)
+        ).all()
+    assert recorded == [200]

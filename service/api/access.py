@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6750 import InsufficientScopeError
 from flask import current_app, g, request
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from service.api.problems import DATABASE_UNAVAILABLE, Problem
 from service.context import (
@@ -24,6 +24,7 @@ from service.context import (
     purpose_errors,
     recordable_address,
 )
+from service.database import db
 from service.oauth import BearerToken, identify, require_oauth
 
 PRACTITIONER_HEADER = "X-Acting-Practitioner"
@@ -40,6 +41,7 @@ class AccessPolicy:
     scopes: tuple[str, ...] = ()
     acting_context: bool = False
     action: str | None = None  # the audit tag, "subject:action"; None only for unaudited routes
+    read_only: bool = False  # writes nothing but its audit entry (recording.begin_work)
 
 
 def policy_of(view: Callable[..., Any]) -> AccessPolicy | None:
@@ -60,17 +62,23 @@ def public(action: str | None = None) -> Callable[[View], View]:
     return _declare(AccessPolicy(public=True, action=action))
 
 
-def protected(*scopes: str, action: str, acting_context: bool = True) -> Callable[[View], View]:
+def protected(
+    *scopes: str, action: str, acting_context: bool = True, read_only: bool = False
+) -> Callable[[View], View]:
     """Require a bearer token holding any one of ``scopes``; audit the request as ``action``.
 
     With ``acting_context`` (the default for data routes) the request must also name the
-    acting practitioner and the purpose of use.
+    acting practitioner and the purpose of use. A ``read_only`` route writes nothing but its
+    audit entry, so it needs no transaction of its own (``recording.begin_work``).
     """
     if not scopes:
         raise ValueError("a protected route must name at least one scope")
     return _declare(
-        AccessPolicy(public=False, scopes=scopes, acting_context=acting_context, action=action)
-    )
+        AccessPolicy(
+            public=False, scopes=scopes, acting_context=acting_context, action=action,
+            read_only=read_only,
+        )
+    )  # fmt: skip
 
 
 def authorize() -> None:
@@ -104,6 +112,7 @@ def _bearer_token(required: bool) -> BearerToken | None:
 
 
 _PRESENTED_TOKEN = "alertshare.presented_token"
+_TOKEN_CHECK_FAILED = "alertshare.token_check_failed"
 
 
 def presented_token() -> BearerToken | OAuth2Error:
@@ -111,23 +120,46 @@ def presented_token() -> BearerToken | OAuth2Error:
 
     Looked up once per request: the rate limiter needs the client before this hook runs. Kept
     in the request's environ, which no other request shares (an app context may span several).
-    If the database cannot answer, the request is refused with a 503 (fail closed).
+    If the database cannot answer, the request is refused with a 503 (fail closed), and asked
+    again (by the access hook after the rate limiter) it gets the same answer.
     """
     environ = request.environ
     if _PRESENTED_TOKEN not in environ:
+        failed: Exception | None = environ.get(_TOKEN_CHECK_FAILED)
+        if failed is not None:
+            raise failed
         try:
-            environ[_PRESENTED_TOKEN] = require_oauth.acquire_token()
+            environ[_PRESENTED_TOKEN] = _acquire_token()
         except OAuth2Error as error:
             environ[_PRESENTED_TOKEN] = error
-        except DATABASE_UNAVAILABLE:
+        except DATABASE_UNAVAILABLE as error:
+            environ[_TOKEN_CHECK_FAILED] = error
             raise  # the database-unavailable problem, from its one handler (problems.py)
         except SQLAlchemyError as error:
-            raise Problem(
+            problem = Problem(
                 503, "unavailable", "Service unavailable",
                 "The access token could not be checked. Try again shortly.",
-            ) from error  # fmt: skip
+            )  # fmt: skip
+            environ[_TOKEN_CHECK_FAILED] = problem
+            raise problem from error
     found: BearerToken | OAuth2Error = environ[_PRESENTED_TOKEN]
     return found
+
+
+def _acquire_token() -> BearerToken:
+    """Check the bearer token: the request's first statement. If the server dropped the pooled
+    connection it ran on (a restart since the connection's last use, too recent for the idle
+    ping in service.database), the token is checked once more on a fresh connection: nothing
+    of the request has run yet, so nothing is repeated."""
+    try:
+        token: BearerToken = require_oauth.acquire_token()
+        return token
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    db.session.rollback()  # the pool has replaced its connections; start again on a new one
+    token = require_oauth.acquire_token()
+    return token
 
 
 def authenticate(policy: AccessPolicy, token: BearerToken) -> Caller:

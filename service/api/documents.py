@@ -36,17 +36,10 @@ class Names:
         return issuer(self.agencies[agency_id])
 
 
-def names_for(
-    warnings: Iterable[WarningMarker],
-    agency_ids: Iterable[str] = (),
-    members: Iterable[Person] | None = None,
-) -> Names:
-    """Load what the documents of these warnings (and these other agencies) will name; a
-    caller holding the household's ``members`` already passes them instead."""
+def names_for(warnings: Iterable[WarningMarker]) -> Names:
+    """Load what the documents of these warnings will name."""
     warnings = list(warnings)
-    agencies = agencies_by_id({w.issuing_agency_id for w in warnings} | set(agency_ids))
-    if members is not None:
-        return Names(agencies, {person.id: person for person in members})
+    agencies = agencies_by_id({w.issuing_agency_id for w in warnings})
     naming_members = {
         w.household_id for w in warnings if '"member_id"' in (w.persons_of_concern or "")
     }
@@ -153,9 +146,8 @@ def warnings(records: list[WarningMarker], today: date) -> list[dict[str, Any]]:
 
 
 def briefing(value: Briefing, today: date) -> dict[str, Any]:
-    names = names_for(
-        value.warnings + value.flagged, [i.agency_id for i in value.other_agencies], value.members
-    )
+    # The briefing loaded every agency and member it names with the rows that name them.
+    names = Names(value.agencies, {person.id: person for person in value.members})
     return {
         "household": household(value.household),
         "members": [{**member(p), "is_child": p.role == "child"} for p in value.members],

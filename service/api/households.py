@@ -26,13 +26,12 @@ from service.database import today
 from service.involvements import accessible_household, require_household_access
 from service.notifications import warnings_read
 from service.oauth.scopes import HOUSEHOLDS_READ, INVOLVEMENTS_WRITE
-from service.warnings import flag_view
 
 bp = Blueprint("households", __name__, url_prefix="/households")
 
 
 @bp.post("/lookup")
-@protected(HOUSEHOLDS_READ, action="household:lookup")
+@protected(HOUSEHOLDS_READ, action="household:lookup", read_only=True)
 @documented(request=LookupSchema, response=LookupResultSchema)
 def look_up() -> dict[str, Any]:
     """Look a household up by UPRN, address or a person living there: the flag view.
@@ -45,22 +44,20 @@ def look_up() -> dict[str, Any]:
     agency_id = current_caller().agency_id
     person = query.get("person", {})
     matches = households.look_up(
-        agency_id, uprn=query.get("uprn"), address=query.get("address"), **person
+        agency_id, today(), uprn=query.get("uprn"), address=query.get("address"), **person
     )
-    ids = [match.household_id for match in matches]
-    flags = flag_view(ids, agency_id, today())
-    current_entry().returning("household", ids)
+    current_entry().returning("household", [match.household_id for match in matches])
     return documents.dump(LookupResultSchema, {
         "matches": [
             {"household_id": m.household_id, "matched_by": m.matched_by, "involved": m.involved,
-             "flag": documents.flag(flags[m.household_id])}
+             "flag": documents.flag(m.flag)}
             for m in matches
         ]
     })  # fmt: skip
 
 
 @bp.get("/<household_id>")
-@protected(HOUSEHOLDS_READ, action="household:read")
+@protected(HOUSEHOLDS_READ, action="household:read", read_only=True)
 @documented(response=HouseholdSchema)
 def read_household(household_id: str) -> dict[str, Any]:
     """Read a household your agency works with (or has warned about): UPRN and address."""
@@ -70,7 +67,7 @@ def read_household(household_id: str) -> dict[str, Any]:
 
 
 @bp.get("/<household_id>/members")
-@protected(HOUSEHOLDS_READ, action="member:list")
+@protected(HOUSEHOLDS_READ, action="member:list", read_only=True)
 @documented(response=MemberListSchema)
 def list_members(household_id: str) -> dict[str, Any]:
     """List who lives in the household."""
@@ -105,7 +102,7 @@ def correct_member(household_id: str, member_id: str) -> dict[str, Any]:
 
 
 @bp.get("/<household_id>/briefing")
-@protected(HOUSEHOLDS_READ, action="household:briefing")
+@protected(HOUSEHOLDS_READ, action="household:briefing", read_only=True)
 @documented(response=BriefingSchema)
 def briefing(household_id: str) -> dict[str, Any]:
     """The pre-visit briefing: who lives there, what happened, what precautions to take, who

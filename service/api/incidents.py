@@ -45,7 +45,7 @@ def record_incident() -> tuple[dict[str, Any], int]:
 
 
 @bp.get("")
-@protected(HOUSEHOLDS_READ, action="incident:list")
+@protected(HOUSEHOLDS_READ, action="incident:list", read_only=True)
 @documented(query=IncidentQuerySchema, response=IncidentListSchema)
 def list_incidents() -> dict[str, Any]:
     """List the incidents at a household you work with, newest first: every agency's, but

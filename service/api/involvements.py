@@ -61,7 +61,7 @@ def end_involvement(involvement_id: str) -> dict[str, Any]:
 
 
 @bp.get("")
-@protected(INVOLVEMENTS_WRITE, HOUSEHOLDS_READ, action="involvement:list")
+@protected(INVOLVEMENTS_WRITE, HOUSEHOLDS_READ, action="involvement:list", read_only=True)
 @documented(query=InvolvementQuerySchema, response=InvolvementListSchema)
 def list_involvements() -> dict[str, Any]:
     """List your own agency's involvements (newest first, at most 500), optionally with one

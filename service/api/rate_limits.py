@@ -1,4 +1,4 @@
-"""Rate limits (Flask-Limiter): per OAuth client, or per source address, across the whole API.
+"""Rate limits: per OAuth client, or per source address, across the whole API.
 
 A request presenting a live token to a protected route counts against its client
 (``RATE_LIMIT_AUTHENTICATED``); every other request (the token endpoint, unrouted paths, an
@@ -6,17 +6,24 @@ invalid or expired token) against its source address (``RATE_LIMIT_ANONYMOUS``; 
 ``TRUSTED_PROXIES`` the client's address; an IPv6 address by its /64), except introspection
 and revocation, which a gateway calls for every request it passes on: they have a per-address
 budget of their own (``RATE_LIMIT_INTROSPECTION``). Health probes are never limited: a prober
-refused would take a healthy server out of service. Working out whom a request counts against
-never fails: if the token cannot be looked up, the request counts against its address.
+refused would take a healthy server out of service. A request whose token cannot be looked up
+(the database failed) counts against no limit: it is refused with a 503 when its token is
+checked.
 
-Over a limit the answer is a 429 problem with ``Retry-After``. An audited request refused so
-gets no entry of its own: it is counted, per source and window, into one summary entry
-(``service.audit.refusals``), so a flood cannot grow the log without bound and the log still
-accounts for every request. Counts live beside the limits: in process memory (``memory://``,
-one process) or Redis (``redis://``, shared by every process). If Redis cannot be reached the
-limits fall back to each process's memory and refusals are recorded one entry each. Counts in
-memory are written when the process exits normally (``write_open_summaries``); the delivery
-worker writes summaries only of counts kept in Redis, the only ones it can see.
+One hook (``limit_request``) counts each request, after its audit entry is opened and before
+its token is checked, with the ``limits`` library: the limits are parsed when the app is made,
+and a request costs one fixed-window hit per limit of its scope. Over a limit the answer is a
+429 problem with ``Retry-After``. An audited request refused so gets no entry of its own: it is
+counted, per source and window, into one summary entry (``service.audit.refusals``), so a flood
+cannot grow the log without bound and the log still accounts for every request.
+
+Counts live in process memory (``memory://``, one process) or Redis (``redis://``, shared by
+every process). If Redis cannot be reached the limits are counted in each process's memory and
+refusals are recorded one entry each; Redis is asked again after 1, 2, 4 ... 32 seconds (then
+from 1 again), and counting returns there once it answers. A limiter that fails otherwise never
+fails a request: the request is served uncounted and a warning logged, at most once a minute.
+Counts in memory are written when the process exits normally (``write_open_summaries``); the
+delivery worker writes summaries only of counts kept in Redis, the only ones it can see.
 """
 
 from __future__ import annotations
@@ -28,15 +35,16 @@ import math
 import sys
 import time
 import weakref
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from authlib.oauth2 import OAuth2Error
 from flask import Flask, Response, current_app, request
-from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
 from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 
 from service import metrics
 from service.api.access import policy_of, presented_token
@@ -61,10 +69,21 @@ STORAGE_SCHEMES = ("memory://", "redis://", "rediss://", "redis+unix://")
 UNLIMITED_BLUEPRINTS = frozenset({"ops"})  # liveness and readiness probes
 # Called by resource servers and gateways for the requests they pass on (RATE_LIMIT_INTROSPECTION).
 TOKEN_CHECK_ENDPOINTS = frozenset({"oauth.introspect_token", "oauth.revoke_token"})
-LIMIT_SETTINGS = ("RATE_LIMIT_AUTHENTICATED", "RATE_LIMIT_ANONYMOUS", "RATE_LIMIT_INTROSPECTION")
+# Each scope's setting. The scope is part of its counters' keys, which are shaped as under
+# Flask-Limiter (LIMITER/<prefix>/<source>/<scope>/<limit>): counts in a shared Redis carry over.
+SCOPE_SETTINGS = {
+    "client": "RATE_LIMIT_AUTHENTICATED",
+    "address": "RATE_LIMIT_ANONYMOUS",
+    "introspection": "RATE_LIMIT_INTROSPECTION",
+}
+LIMIT_SETTINGS = tuple(SCOPE_SETTINGS.values())
 # A request left waiting on an unreachable Redis is a request not served: give up quickly
-# (the limiter then falls back to this process's memory).
+# (the limits are then counted in this process's memory).
 REDIS_OPTIONS: dict[str, str | int] = {"socket_timeout": 1, "socket_connect_timeout": 1}
+# While Redis does not answer, it is asked again after 1, 2, 4 ... 2**this seconds, then from 1
+# again (Flask-Limiter's schedule, kept): a short outage ends soon, a long one costs a wait now
+# and then.
+STORAGE_CHECKS = 5
 # How often a process looks for closed windows whose summary entries are due.
 SUMMARY_CHECK_SECONDS = 1.0
 # How many summary entries a request writes at most: the rest wait for later requests (or, with
@@ -78,57 +97,71 @@ _REFUSED = "alertshare.rate_limited"
 _UNCHECKED = "unchecked"
 
 log = logging.getLogger(__name__)
+Warn = Callable[..., None]
 
 
-@dataclass
-class RateLimits:
-    """An app's limiter, its tally of refusals, and when it next looks for due summaries."""
-
-    limiter: Limiter
-    tally: RefusalTally
-    next_summary_check: float = 0.0
-    next_warning: dict[str, float] = field(default_factory=dict)
-
-    def warn(self, topic: str, message: str, *args: object) -> None:
-        """Log a warning about ``topic`` unless one was logged in the last minute."""
-        now = time.monotonic()
-        if now >= self.next_warning.get(topic, 0.0):
-            self.next_warning[topic] = now + WARNING_EVERY_SECONDS
-            log.warning(message, *args)
-
-
-def settings_problem(config: Mapping[str, Any]) -> str | None:
-    """Return why the rate-limit settings cannot work at all (in any mode), or None."""
-    for key in LIMIT_SETTINGS:
-        try:
-            parse_many(str(config[key]))
-        except ValueError:
-            return f"ALERTSHARE_{key} must be a limit such as 600/minute (or 10/second;600/minute)"
-    if not str(config["RATE_LIMIT_STORAGE"]).startswith(STORAGE_SCHEMES):
-        return "ALERTSHARE_RATE_LIMIT_STORAGE must be memory:// or a redis:// URL"
-    if int(config["RATE_LIMIT_SUMMARY_SECONDS"]) < 1:
-        return "ALERTSHARE_RATE_LIMIT_SUMMARY_SECONDS must be at least 1"
-    return None
+def limit_request() -> Response | None:
+    """Count this request against the limit of its scope; refuse it (429) if it is over."""
+    if request.blueprint in UNLIMITED_BLUEPRINTS:
+        return None
+    limits: RateLimits = current_app.extensions[EXTENSION]
+    try:
+        source = request_source()
+        scope = _scope_of(source)
+        if scope is None:
+            return None
+        identifiers = (*limits.key_prefix, source.source, scope)
+        over = limits.counts.first_over(limits.scopes[scope], identifiers)
+    except Exception as error:
+        # A failing limiter must not take the service down with it.
+        limits.warn("limiter", "a request could not be counted against its rate limit (%s): "
+                    "it is served uncounted", type(error).__name__)  # fmt: skip
+        return None
+    if over is None:
+        return None
+    return _refused(limits, source, over, identifiers)
 
 
-def rate_limit_problems(config: Mapping[str, Any]) -> list[str]:
-    """List why the rate-limit settings must not run in production (no database needed).
+def _scope_of(source: Refusal) -> str | None:
+    """Return the scope whose limit this request counts against; None for no limit."""
+    if source.client_id is not None:
+        return "client"
+    if request.endpoint in TOKEN_CHECK_ENDPOINTS:  # public: their source is never a client
+        return "introspection"
+    if source.source == _UNCHECKED:
+        return None
+    return "address"  # unrouted paths too: they have no endpoint
 
-    In-memory counts are per process: with several workers each would allow the whole limit,
-    unless a gateway in front enforces the limits (``RATE_LIMITS_BY_GATEWAY``).
-    """
-    problem = settings_problem(config)
-    if problem:
-        return [problem]
-    workers = int(config.get("WORKERS") or 1)
-    in_memory = str(config["RATE_LIMIT_STORAGE"]).startswith("memory://")
-    if in_memory and workers > 1 and not config.get("RATE_LIMITS_BY_GATEWAY"):
-        return [
-            f"ALERTSHARE_RATE_LIMIT_STORAGE is memory:// but {workers} workers serve, each with "
-            "its own counts: use redis://..., or set ALERTSHARE_RATE_LIMITS_BY_GATEWAY=true if "
-            "a gateway enforces the limits"
-        ]
-    return []
+
+def _refused(
+    limits: RateLimits, source: Refusal, item: RateLimitItem, identifiers: Sequence[str]
+) -> Response:
+    """Answer a request over its limit: 429, and when to try again."""
+    request.environ[_REFUSED] = True
+    retry_after = retry_after_seconds(limits, item, identifiers)
+    who = "client" if source.client_id is not None else "address"
+    metrics.count_refusal(authenticated=who == "client")
+    return problem_response(
+        Problem(
+            429, "too-many-requests", "Too many requests",
+            f"Too many requests from this {who} (limit: {item}). "
+            f"Retry after {retry_after} seconds.",
+            headers={"Retry-After": str(retry_after)},
+        )
+    )  # fmt: skip
+
+
+def retry_after_seconds(limits: RateLimits, item: RateLimitItem, identifiers: Sequence[str]) -> int:
+    """Return the seconds until the window of ``item`` counted under ``identifiers`` resets; if
+    its storage cannot say (it is asked again, and may just have failed), the whole window: a
+    refusal must not become a 500."""
+    try:
+        reset_at = limits.counts.reset_time(item, identifiers)
+    except Exception as error:
+        limits.warn("window", "a refused request's window could not be read (%s): it is told "
+                    "to retry after the whole window", type(error).__name__)  # fmt: skip
+        return max(1, int(item.get_expiry()))
+    return max(1, math.ceil(reset_at - time.time()))
 
 
 def request_source() -> Refusal:
@@ -147,9 +180,7 @@ def _source() -> Refusal:
     try:
         client = _token_client()
     except Exception as error:
-        # Flask-Limiter would swallow the error and skip every limit (and, with Redis, take
-        # its storage for dead): the request counts against its address instead. The error's
-        # name only: a database error's text would repeat its statement.
+        # The error's name only: a database error's text would repeat its statement.
         limits.warn("source", "a request's token could not be looked up for its rate limit "
                     "(%s): no limit counts it; the request itself fails with a 503",
                     type(error.__cause__ or error).__name__)  # fmt: skip
@@ -192,66 +223,133 @@ def address_bucket(address: str | None) -> str:
     return address
 
 
-def _source_key() -> str:
-    return request_source().source
+class Counts:
+    """Where the hits are counted: in the configured storage; while a Redis there does not
+    answer, in this process's memory, until it answers again."""
+
+    def __init__(self, storage_url: str, warn: Warn) -> None:
+        shared = not storage_url.startswith("memory://")
+        options = dict(REDIS_OPTIONS) if shared else {}
+        self.storage = cast(Storage, storage_from_string(storage_url, **options))
+        self.main = FixedWindowRateLimiter(self.storage)
+        # memory:// has nothing to fall back to.
+        self.fallback = FixedWindowRateLimiter(MemoryStorage()) if shared else None
+        self.current = self.main
+        self._warn = warn
+        self._checks = 0  # how often Redis was asked since it failed
+        self._last_check = 0.0  # when, in monotonic seconds
+
+    def first_over(
+        self, items: Sequence[RateLimitItem], identifiers: Sequence[str]
+    ) -> RateLimitItem | None:
+        """Count a hit against each of ``items``, shortest window first; return the first one
+        already at its limit (the longer ones are then not counted), or None."""
+        if self.current is not self.main:
+            self._return_when_answering()
+        try:
+            return _first_over(self.current, items, identifiers)
+        except Exception as error:
+            if self.fallback is None or self.current is self.fallback:
+                raise
+            self._fall_back(error)
+            return _first_over(self.fallback, items, identifiers)
+
+    def reset_time(self, item: RateLimitItem, identifiers: Sequence[str]) -> float:
+        """Return when ``item``'s current window ends, in epoch seconds."""
+        return self.current.get_window_stats(item, *identifiers).reset_time
+
+    def _fall_back(self, error: Exception) -> None:
+        assert self.fallback is not None
+        self.current = self.fallback
+        # This request has just waited for Redis: the next wait is a second away at the soonest.
+        self._last_check = time.monotonic()
+        self._warn("storage", "the rate-limit storage failed (%s): limits are counted in this "
+                   "process's memory until it answers", type(error).__name__)  # fmt: skip
+
+    def _return_when_answering(self) -> None:
+        if self._check_due() and self.storage.check():
+            self.current, self._checks = self.main, 0
+            log.info("the rate-limit storage answers again: limits are counted there")
+
+    def _check_due(self) -> bool:
+        if self._checks > STORAGE_CHECKS:
+            self._checks = 0
+        now = time.monotonic()
+        if now - self._last_check <= 2**self._checks:
+            return False
+        self._last_check, self._checks = now, self._checks + 1
+        return True
 
 
-def _by_client() -> bool:
-    return request_source().client_id is not None
+def _first_over(
+    limiter: FixedWindowRateLimiter, items: Sequence[RateLimitItem], identifiers: Sequence[str]
+) -> RateLimitItem | None:
+    for item in items:
+        if not limiter.hit(item, *identifiers):
+            return item
+    return None
 
 
-def _by_address() -> bool:
-    return not _by_client()
+class RateLimits:
+    """An app's limits by scope, the counts behind them, its tally of refusals, and when it
+    next looks for due summaries."""
+
+    def __init__(self, config: Mapping[str, Any], tally: RefusalTally) -> None:
+        self.scopes = {scope: limit_items(str(config[setting]))
+                       for scope, setting in SCOPE_SETTINGS.items()}  # fmt: skip
+        prefix = str(config["RATE_LIMIT_KEY_PREFIX"])
+        self.key_prefix = (prefix,) if prefix else ()
+        self.counts = Counts(str(config["RATE_LIMIT_STORAGE"]), self.warn)
+        self.tally = tally
+        self.next_summary_check = 0.0
+        self.next_warning: dict[str, float] = {}
+
+    def warn(self, topic: str, message: str, *args: object) -> None:
+        """Log a warning about ``topic`` unless one was logged in the last minute."""
+        now = time.monotonic()
+        if now >= self.next_warning.get(topic, 0.0):
+            self.next_warning[topic] = now + WARNING_EVERY_SECONDS
+            log.warning(message, *args)
 
 
-def _checks_tokens() -> bool:
-    return request.endpoint in TOKEN_CHECK_ENDPOINTS
+def limit_items(setting: str) -> tuple[RateLimitItem, ...]:
+    """Parse a limit setting (``10/second;600/minute``): each limit once, shortest window
+    first."""
+    return tuple(sorted(dict.fromkeys(parse_many(setting))))
 
 
-def _anonymous_exempt() -> bool:
-    return _by_client() or _checks_tokens() or request_source().source == _UNCHECKED
+def settings_problem(config: Mapping[str, Any]) -> str | None:
+    """Return why the rate-limit settings cannot work at all (in any mode), or None."""
+    for key in LIMIT_SETTINGS:
+        try:
+            parse_many(str(config[key]))
+        except ValueError:
+            return f"ALERTSHARE_{key} must be a limit such as 600/minute (or 10/second;600/minute)"
+    if not str(config["RATE_LIMIT_STORAGE"]).startswith(STORAGE_SCHEMES):
+        return "ALERTSHARE_RATE_LIMIT_STORAGE must be memory:// or a redis:// URL"
+    if int(config["RATE_LIMIT_SUMMARY_SECONDS"]) < 1:
+        return "ALERTSHARE_RATE_LIMIT_SUMMARY_SECONDS must be at least 1"
+    return None
 
 
-def _introspection_exempt() -> bool:
-    return not _checks_tokens()
+def rate_limit_problems(config: Mapping[str, Any]) -> list[str]:
+    """List why the rate-limit settings must not run in production (no database needed).
 
-
-def _unlimited() -> bool:
-    return request.blueprint in UNLIMITED_BLUEPRINTS
-
-
-def _refused(error: RateLimitExceeded) -> Response:
-    """Answer a request over its limit: 429, and when to try again."""
-    request.environ[_REFUSED] = True
-    limits: RateLimits = current_app.extensions[EXTENSION]
-    retry_after = retry_after_seconds(limits, limits.limiter.current_limit, error.limit.limit)
-    who = "client" if _by_client() else "address"
-    metrics.count_refusal(authenticated=who == "client")
-    return problem_response(
-        Problem(
-            429, "too-many-requests", "Too many requests",
-            f"Too many requests from this {who} (limit: {error.limit.limit}). "
-            f"Retry after {retry_after} seconds.",
-            headers={"Retry-After": str(retry_after)},
-        )
-    )  # fmt: skip
-
-
-def retry_after_seconds(
-    limits: RateLimits, breached: RequestLimit | None, limit: RateLimitItem
-) -> int:
-    """Return the seconds until ``breached``'s window resets; if its storage cannot say (it is
-    asked again, and may just have failed), the whole window: a refusal must not become a 500.
+    In-memory counts are per process: with several workers each would allow the whole limit,
+    unless a gateway in front enforces the limits (``RATE_LIMITS_BY_GATEWAY``).
     """
-    try:
-        reset_at = breached.window.reset_time if breached is not None else None
-    except Exception as error:
-        limits.warn("window", "a refused request's window could not be read (%s): it is told "
-                    "to retry after the whole window", type(error).__name__)  # fmt: skip
-        reset_at = None
-    if reset_at is None:
-        return max(1, int(limit.get_expiry()))
-    return max(1, math.ceil(reset_at - time.time()))
+    problem = settings_problem(config)
+    if problem:
+        return [problem]
+    workers = int(config.get("WORKERS") or 1)
+    in_memory = str(config["RATE_LIMIT_STORAGE"]).startswith("memory://")
+    if in_memory and workers > 1 and not config.get("RATE_LIMITS_BY_GATEWAY"):
+        return [
+            f"ALERTSHARE_RATE_LIMIT_STORAGE is memory:// but {workers} workers serve, each with "
+            "its own counts: use redis://..., or set ALERTSHARE_RATE_LIMITS_BY_GATEWAY=true if "
+            "a gateway enforces the limits"
+        ]
+    return []
 
 
 def counted_in_summary(entry: PendingEntry) -> bool:
@@ -328,39 +426,12 @@ def init_app(app: Flask) -> None:
         raise ConfigError(problem)
     storage, prefix = str(config["RATE_LIMIT_STORAGE"]), str(config["RATE_LIMIT_KEY_PREFIX"])
     shared = not storage.startswith("memory://")
-    authenticated, anonymous, introspection = (str(config[key]) for key in LIMIT_SETTINGS)
-    limiter = Limiter(
-        _source_key,
-        application_limits=[
-            ApplicationLimit(limit_provider=authenticated, scope="client", exempt_when=_by_address),
-            ApplicationLimit(
-                limit_provider=anonymous, scope="address", exempt_when=_anonymous_exempt
-            ),
-            ApplicationLimit(
-                limit_provider=introspection,
-                scope="introspection",
-                exempt_when=_introspection_exempt,
-            ),
-        ],
-        storage_uri=storage,
-        storage_options=dict(REDIS_OPTIONS) if shared else {},
-        strategy="fixed-window",
-        key_prefix=prefix,
-        # Unrouted paths have no endpoint, which Flask-Limiter would leave unlimited.
-        request_identifier=lambda: request.endpoint or "unrouted",
-        headers_enabled=False,
-        # A failing limiter must not take the service down with it.
-        swallow_errors=True,
-        in_memory_fallback_enabled=shared,
-    )
-    limiter.request_filter(_unlimited)
-    limiter.init_app(app)
-    app.register_error_handler(RateLimitExceeded, _refused)
     tally = tally_for(storage, prefix, int(config["RATE_LIMIT_SUMMARY_SECONDS"]),
                       **(REDIS_OPTIONS if shared else {}))  # fmt: skip
-    app.extensions[EXTENSION] = RateLimits(limiter, tally)
+    app.extensions[EXTENSION] = RateLimits(config, tally)
     # The worker writes summaries from shared counts only: it cannot see a server's memory.
     app.extensions[TALLY_EXTENSION] = tally if shared else None
+    app.before_request(limit_request)
     if not shared and not app.testing:
         # A test suite builds many apps on databases it deletes before exiting; tests call
         # write_open_summaries themselves.

@@ -8,7 +8,7 @@ import re
 import time
 import uuid
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 
 from service import metrics
 
@@ -21,7 +21,8 @@ def start_request() -> None:
     """Give the request an id (the caller's, when well-formed) and note when and where it came."""
     supplied = request.headers.get(REQUEST_ID_HEADER, "")
     g.request_id = supplied if _REQUEST_ID_PATTERN.fullmatch(supplied) else uuid.uuid4().hex
-    g.request_host_url = request.host_url  # the issuer in development, when none is configured
+    if not current_app.config.get("ISSUER"):  # development: the issuer is the request's host
+        g.request_host_url = request.host_url
     g.started = time.perf_counter()
 
 

@@ -87,7 +87,7 @@ def _as_tuples(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.get("")
-@protected(HOUSEHOLDS_READ, action="warning:list")
+@protected(HOUSEHOLDS_READ, action="warning:list", read_only=True)
 @documented(query=WarningQuerySchema, response=WarningPageSchema)
 def list_warnings() -> dict[str, Any]:
     """List the warnings your agency may read, newest first; follow `next` for more."""
@@ -107,7 +107,7 @@ def list_warnings() -> dict[str, Any]:
 
 
 @bp.get("/<warning_id>")
-@protected(HOUSEHOLDS_READ, action="warning:read")
+@protected(HOUSEHOLDS_READ, action="warning:read", read_only=True)
 @documented(response=WarningSchema, etag=True)
 def read_warning(warning_id: str) -> Response:
     """Read a warning in detail, with its ETag (send it as If-Match to change it)."""
@@ -131,7 +131,7 @@ def change_warning(warning_id: str) -> Response:
 
 
 @bp.get("/<warning_id>/versions")
-@protected(HOUSEHOLDS_READ, action="warning:versions")
+@protected(HOUSEHOLDS_READ, action="warning:versions", read_only=True)
 @documented(response=WarningVersionListSchema)
 def list_versions(warning_id: str) -> dict[str, Any]:
     """Every version of the warning, oldest first."""

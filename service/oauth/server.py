@@ -84,7 +84,9 @@ def bearer_token(token_string: str) -> BearerToken | None:
     A revoked client or a disabled agency takes its live tokens down with it; a secret rotation
     with ``revoke_tokens`` those issued under the secrets it replaced (OAuthToken.is_revoked).
     """
-    row = db.session.execute(_BEARER, {"token_hash": hash_secret(token_string)}).first()
+    # On the session's connection, not through the ORM: plain columns need none of its work.
+    connection = db.session.connection()
+    row = connection.execute(_BEARER, {"token_hash": hash_secret(token_string)}).first()
     if row is None:
         return None
     return BearerToken(

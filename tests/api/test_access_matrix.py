@@ -5,7 +5,9 @@ show what the caller may not read, and no refusal may leave a change behind."""
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -13,8 +15,9 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 
+from service.api.access import AccessPolicy, policy_of
 from service.database import db
 from service.oauth.scopes import API_SCOPES, HOUSEHOLDS_READ, INVOLVEMENTS_WRITE, WARNINGS_WRITE
 from tests.conftest import build_app, dispose_app, fresh_database
@@ -249,7 +252,8 @@ def test_access(
     headers = world.no_scope[scopes] if caller == "no_scope" else world.headers[caller]
     headers = {**headers, **request.pop("headers", {})}
     before = _domain_state(world.app) if expected >= 400 else None
-    response = world.call(method, path, headers, **request)
+    with _statements(world.app) as executed:
+        response = world.call(method, path, headers, **request)
 
     assert response.status_code == expected, response.get_json()
     if caller == "no_scope":  # refused for its scope, before anything else
@@ -259,6 +263,55 @@ def test_access(
     assert leaked == [], f"shown to {caller}, which may not read it"
     if before is not None:  # a refused request changed nothing (e.g. no new warning version)
         assert _domain_state(world.app) == before
+    if _policy(world.app, method, path).read_only:
+        _assert_read_only(executed, world.app, f"{method} {route} as {caller}", expected < 400)
+
+
+# A read-only route's statements on PostgreSQL run in autocommit (recording.begin_work), all
+# but its writes: the audit append (one statement, whole by itself) may, and anything else it
+# writes (notifications it queued) must run in a transaction, to commit with its entry.
+_READ = re.compile(r"\s*(SELECT\b|BEGIN\b|COMMIT\b|ROLLBACK\b)", re.IGNORECASE)
+_AUDIT_APPEND = re.compile(
+    r"\s*(WITH head AS \(\s*UPDATE audit_head\b|UPDATE audit_head\b|INSERT INTO audit_)"
+)
+_QUEUED_WRITES = re.compile(r"\s*(INSERT INTO (notification|delivery)\b|SELECT pg_advisory_xact)")
+
+
+def _assert_read_only(
+    executed: list[tuple[str, bool]], app: Flask, cell: str, served: bool
+) -> None:
+    changes = [sql for sql, _ in executed if not _READ.match(sql) and not _AUDIT_APPEND.match(sql)]
+    assert [sql for sql in changes if not _QUEUED_WRITES.match(sql)] == [], cell
+    assert [sql for sql, autocommit in executed if autocommit and _QUEUED_WRITES.match(sql)] == []
+    if served and app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        assert any(autocommit for sql, autocommit in executed if _READ.match(sql)), cell
+
+
+def _policy(app: Flask, method: str, path: str) -> AccessPolicy:
+    endpoint, _ = app.url_map.bind("localhost").match(f"/api/v1{path}", method=method)
+    policy = policy_of(app.view_functions[endpoint])
+    assert policy is not None
+    return policy
+
+
+@contextmanager
+def _statements(app: Flask) -> Iterator[list[tuple[str, bool]]]:
+    """Collect the SQL statements the app's engine executes inside the block, each with
+    whether it ran in autocommit (outside any transaction)."""
+    executed: list[tuple[str, bool]] = []
+
+    def note(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # psycopg's own flag; Python 3.11's sqlite3 has none (SQLite keeps its transaction).
+        autocommit = getattr(connection.connection.dbapi_connection, "autocommit", False) is True
+        executed.append((statement, autocommit))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield executed
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
 
 
 def test_the_table_covers_every_route_of_the_core_api(world: World) -> None:

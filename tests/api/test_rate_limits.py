@@ -19,6 +19,8 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from limits import parse
+from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import event, text
 
 from service import create_app
@@ -371,6 +373,42 @@ def test_a_failing_token_lookup_fails_closed_and_is_not_counted_against_the_addr
     assert unrouted == [404, 404, 429]
 
 
+def test_a_request_refused_in_a_short_window_is_not_counted_in_a_longer_one(
+    make_app: MakeApp,
+) -> None:
+    # A setting's limits are counted shortest window first, whatever their order, and the first
+    # one over refuses the request: the longer windows keep their budget for after it resets.
+    app = make_app(RATE_LIMIT_ANONYMOUS="3/hour;2/minute")
+    client = app.test_client()
+    assert fail_token_requests(client, 2) == [401, 401]
+    refused = client.post("/oauth/token", data=TOKEN_FORM, headers=BAD_LOGIN)
+    assert refused.status_code == 429 and "2 per 1 minute" in refused.get_json()["detail"]
+    limits: RateLimits = app.extensions[EXTENSION]
+    counted = (app.config["RATE_LIMIT_KEY_PREFIX"], "address:127.0.0.1", "address")
+    hour = limits.counts.main.get_window_stats(parse("3/hour"), *counted)
+    assert hour.remaining == 1
+
+
+def test_a_limit_repeated_in_a_setting_counts_once(make_app: MakeApp) -> None:
+    client = make_app(RATE_LIMIT_ANONYMOUS="2/minute;2 per minute").test_client()
+    assert fail_token_requests(client, 3) == [401, 401, 429]
+
+
+def test_a_failing_limiter_serves_requests_uncounted_and_says_so_once(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_app(RATE_LIMIT_ANONYMOUS="1/minute").test_client()
+
+    def broken(*args: Any, **kwargs: Any) -> bool:
+        raise RuntimeError("the counter broke")
+
+    monkeypatch.setattr(FixedWindowRateLimiter, "hit", broken)
+    capsys.readouterr()
+    assert fail_token_requests(client, 3) == [401, 401, 401]
+    (warning,) = logged_warnings(capsys)  # once, not once per request
+    assert "served uncounted" in warning and "RuntimeError" in warning
+
+
 def test_a_window_that_cannot_be_written_is_kept_for_the_next_attempt(app: Flask) -> None:
     tally = MemoryTally(60)
     long_ago = utcnow() - timedelta(minutes=10)
@@ -594,6 +632,44 @@ def test_a_429_stands_when_the_storage_cannot_say_when_its_window_resets(
                      for _ in range(3)]  # fmt: skip
         assert [r.status_code for r in responses] == [401, 401, 429]
         assert responses[2].headers["Retry-After"] == "60"
+    finally:
+        server.acl_deluser(user)
+        server.close()
+
+
+def test_limits_are_counted_in_memory_while_redis_fails_and_in_redis_once_it_answers(
+    make_app: MakeApp, redis_prefix: str
+) -> None:
+    # A Redis user switched off and on stands for an outage. The counters keep the keys
+    # Flask-Limiter gave them, so a shared Redis's counts carry over an upgrade.
+    server = redis.Redis.from_url(REDIS_URL)
+    user, password = f"{redis_prefix}-user", uuid.uuid4().hex
+    server.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
+        categories=["+@all"],
+    )  # fmt: skip
+    key = f"LIMITS:LIMITER/{redis_prefix}/address:127.0.0.1/address/3/1/minute"
+
+    def counted_in_redis() -> int:
+        return int(server.get(key) or 0)
+
+    try:
+        address = urlsplit(REDIS_URL)
+        url = address._replace(netloc=f"{user}:{password}@{address.netloc}").geturl()
+        client = make_app(RATE_LIMIT_STORAGE=url, RATE_LIMIT_KEY_PREFIX=redis_prefix,
+                          RATE_LIMIT_ANONYMOUS="3/minute").test_client()  # fmt: skip
+        assert client.get("/nowhere").status_code == 404
+        assert counted_in_redis() == 1
+        server.acl_setuser(user, enabled=False)
+        server.client_kill_filter(user=user)
+        # Counted afresh in this process's memory, and limited there.
+        assert [client.get("/nowhere").status_code for _ in range(4)] == [404] * 3 + [429]
+        server.acl_setuser(user, enabled=True)
+        assert client.get("/nowhere").status_code == 429  # Redis is not asked at every request
+        assert counted_in_redis() == 1
+        time.sleep(1.1)  # it is asked again a second after it failed
+        assert client.get("/nowhere").status_code == 404
+        assert counted_in_redis() == 2
     finally:
         server.acl_deluser(user)
         server.close()
