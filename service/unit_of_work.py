@@ -23,3 +23,15 @@ def unit_of_work() -> Iterator[None]:
     except BaseException:
         session.rollback()
         raise
+
+
+def begin_without_transaction() -> bool:
+    """Run the session's next statements outside any transaction where that is safe, and say
+    whether they will: on PostgreSQL, for work that changes no record (its audit entry is one
+    statement, whole by itself; see ``service.api.recording.begin_work``). Call it before the
+    work's first statement; a rollback ends it."""
+    session = db.session
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return True

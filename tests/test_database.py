@@ -18,6 +18,7 @@ from service.database import POSTGRESQL_LOCK_TIMEOUT, db, engine_options
 from service.models.audit import AuditEntry
 from tests.conftest import ON_POSTGRES
 from tests.factories import bearer, create_client, get_token, request_token
+from tests.statements import executed_statements
 
 
 @pytest.fixture
@@ -100,17 +101,20 @@ def test_a_pooled_connection_the_server_dropped_is_pinged_only_once_it_has_been_
 
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL")
+@pytest.mark.parametrize("path", ["/api/v1/me", "/api/v1/involvements"])
 def test_an_api_request_whose_connection_the_server_dropped_is_served_on_a_fresh_one(
-    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     """The bearer token check, a request's first statement, finds its connection dropped (used
     a moment before, so not pinged): it runs once more on a new connection, and the request
-    is served and recorded once."""
+    is served and recorded once; a read-only route's reads (GET /involvements) stay outside
+    a transaction on the new connection too."""
     token = get_token(client, create_client(app))
-    assert client.get("/api/v1/me", headers=bearer(token)).status_code == 200
+    assert client.get(path, headers=bearer(token)).status_code == 200
     monkeypatch.setattr(database, "PING_WHEN_IDLE_SECONDS", 3600.0)
     assert _drop_connections_to(app.config["SQLALCHEMY_DATABASE_URI"]) >= 1
-    answer = client.get("/api/v1/me", headers=bearer(token))
+    with executed_statements(app) as executed:
+        answer = client.get(path, headers=bearer(token))
     assert answer.status_code == 200, answer.get_json()
     request_id = answer.headers["X-Request-Id"]
     with app.app_context():
@@ -118,3 +122,8 @@ def test_an_api_request_whose_connection_the_server_dropped_is_served_on_a_fresh
             select(AuditEntry.status).where(AuditEntry.request_id == request_id)
         ).all()
     assert recorded == [200]
+    token_checks = [e for e in executed if "FROM oauth_token" in e.sql]
+    assert len(token_checks) == 2  # the one that found the connection dropped, and the retry
+    after_retry = executed[executed.index(token_checks[1]) :]
+    read_only = path == "/api/v1/involvements"
+    assert {e.autocommit for e in after_retry if e.sql.lstrip().startswith("SELECT")} == {read_only}

@@ -13,9 +13,10 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from service.database import db
+from service.models.audit import AuditEntry
 from service.models.notification import Delivery, Notification, Webhook
 from service.notifications import announce_reviews_due, payload, set_warning_accessed
 from service.outbox import Event, emit
@@ -227,3 +228,36 @@ def test_savepoints_neither_write_nor_drop_the_transactions_events(
         assert db.session.scalar(count) == 0  # nothing written yet, nothing forgotten
         db.session.commit()
         assert db.session.scalar(count) == 1
+
+
+def test_a_read_whose_notification_cannot_be_written_leaves_no_entry_saying_it_was_served(
+    app: Flask, client: FlaskClient
+) -> None:
+    """A read-only route (its reads outside a transaction on PostgreSQL) that queued a
+    notification: the notification and the request's audit entry, appended first, commit
+    together or not at all. Here the notification cannot be written: the request is refused,
+    and the log holds its refusal alone, not an entry saying it was served."""
+    social, health = _partnership(app, client, "sc", "hv")
+    social.involve()
+    health.involve()
+    warning = social.publish()
+    with app.app_context():
+        db.session.execute(text("ALTER TABLE notification RENAME TO notification_unwritable"))
+        db.session.commit()
+    try:
+        response = health.http.get(f"/api/v1/warnings/{warning['id']}", headers=health.headers)
+    finally:
+        with app.app_context():
+            db.session.execute(text("ALTER TABLE notification_unwritable RENAME TO notification"))
+            db.session.commit()
+    assert response.status_code == 503
+    with app.app_context():
+        statuses = db.session.scalars(
+            select(AuditEntry.status).where(
+                AuditEntry.request_id == response.headers["X-Request-Id"]
+            )
+        ).all()
+    assert statuses == [503]
+    assert _notifications(app, type="warning.accessed") == []
+    health.call("GET", f"/warnings/{warning['id']}", 200)  # written now: told, once
+    assert len(_notifications(app, type="warning.accessed")) == 1

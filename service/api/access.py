@@ -26,6 +26,7 @@ from service.context import (
 )
 from service.database import db
 from service.oauth import BearerToken, identify, require_oauth
+from service.unit_of_work import begin_without_transaction
 
 PRACTITIONER_HEADER = "X-Acting-Practitioner"
 PURPOSE_HEADER = "X-Purpose-Of-Use"
@@ -41,7 +42,7 @@ class AccessPolicy:
     scopes: tuple[str, ...] = ()
     acting_context: bool = False
     action: str | None = None  # the audit tag, "subject:action"; None only for unaudited routes
-    read_only: bool = False  # writes nothing but its audit entry (recording.begin_work)
+    read_only: bool = False  # changes no record (recording.begin_work)
 
 
 def policy_of(view: Callable[..., Any]) -> AccessPolicy | None:
@@ -68,8 +69,9 @@ def protected(
     """Require a bearer token holding any one of ``scopes``; audit the request as ``action``.
 
     With ``acting_context`` (the default for data routes) the request must also name the
-    acting practitioner and the purpose of use. A ``read_only`` route writes nothing but its
-    audit entry, so it needs no transaction of its own (``recording.begin_work``).
+    acting practitioner and the purpose of use. A ``read_only`` route changes no record (it
+    writes its audit entry and notifications it queues), so its reads need no transaction of
+    their own (``recording.begin_work``).
     """
     if not scopes:
         raise ValueError("a protected route must name at least one scope")
@@ -149,8 +151,9 @@ def presented_token() -> BearerToken | OAuth2Error:
 def _acquire_token() -> BearerToken:
     """Check the bearer token: the request's first statement. If the server dropped the pooled
     connection it ran on (a restart since the connection's last use, too recent for the idle
-    ping in service.database), the token is checked once more on a fresh connection: nothing
-    of the request has run yet, so nothing is repeated."""
+    ping in service.database), the token is checked once more on a fresh connection: no other
+    statement of the request has run yet, so nothing is repeated."""
+    _begin_reads()
     try:
         token: BearerToken = require_oauth.acquire_token()
         return token
@@ -158,8 +161,16 @@ def _acquire_token() -> BearerToken:
         if not error.connection_invalidated:
             raise
     db.session.rollback()  # the pool has replaced its connections; start again on a new one
+    _begin_reads()
     token = require_oauth.acquire_token()
     return token
+
+
+def _begin_reads() -> None:
+    # A read-only route's reads run outside a transaction on PostgreSQL (recording.begin_work),
+    # from this, its first statement.
+    if g.get("read_only"):
+        g.autocommit = begin_without_transaction()
 
 
 def authenticate(policy: AccessPolicy, token: BearerToken) -> Caller:

@@ -71,26 +71,25 @@ def open_entry() -> None:
 
 
 def begin_work() -> None:
-    """Begin the request's unit of work; a read-only route's, on PostgreSQL, in autocommit.
+    """Note whether the request's route is read-only: on PostgreSQL its reads then run in
+    autocommit, from its first statement, the token check (``access.presented_token``).
 
     A route declared ``read_only`` changes no record; it writes its audit entry and, at most,
-    notifications it queued (an issuer told its warning was read). On PostgreSQL its reads run
-    in autocommit, sparing the BEGIN and COMMIT round trips (about an eighth of a look-up's
-    CPU): under READ COMMITTED each statement of a transaction takes its own snapshot anyway,
-    so the reads see what they would have seen. Its writes are as whole as any request's: the
-    audit append is one statement, and queued notifications end the autocommit so that they
-    and the entry commit in one transaction (``close_request``). SQLite keeps its transaction:
-    there BEGIN IMMEDIATE is what serialises appends. A record changed in such a request is
-    refused (``_refuse_writes_when_read_only``).
+    notifications it queued (an issuer told its warning was read). Running its reads outside a
+    transaction spares the BEGIN and COMMIT round trips (about an eighth of a look-up's CPU);
+    under READ COMMITTED, PostgreSQL's default isolation, which alertshare leaves as it is,
+    each statement of a transaction takes its own snapshot anyway, so the reads see what they
+    would have seen. Its writes are as whole as any request's: the audit append is one
+    statement, and queued notifications end the autocommit so that they and the entry commit
+    in one transaction (``close_request``). SQLite keeps its transaction: there BEGIN IMMEDIATE
+    is what serialises appends. A record changed in such a request is refused
+    (``_refuse_writes_when_read_only``). No connection is taken here: a request refused before
+    its token is checked (a rate limit, no token) never touches the pool.
     """
     view = current_app.view_functions.get(request.endpoint or "")
     policy = policy_of(view) if view is not None else None
-    if policy is None or not policy.read_only:
-        return
-    g.read_only = True
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        g.autocommit = True
+    if policy is not None and policy.read_only:
+        g.read_only = True
 
 
 @event.listens_for(Session, "before_flush")

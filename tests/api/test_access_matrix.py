@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -15,13 +14,14 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from service.api.access import AccessPolicy, policy_of
 from service.database import db
 from service.oauth.scopes import API_SCOPES, HOUSEHOLDS_READ, INVOLVEMENTS_WRITE, WARNINGS_WRITE
 from tests.conftest import build_app, dispose_app, fresh_database
 from tests.factories import ACTING, bearer, create_agency, create_client, get_token
+from tests.statements import Executed, executed_statements
 
 # Each cell gets a fresh household with two warnings its issuer published: "open" (handling
 # involved) and "restricted" (shared with one agency). The callers:
@@ -252,7 +252,7 @@ def test_access(
     headers = world.no_scope[scopes] if caller == "no_scope" else world.headers[caller]
     headers = {**headers, **request.pop("headers", {})}
     before = _domain_state(world.app) if expected >= 400 else None
-    with _statements(world.app) as executed:
+    with executed_statements(world.app) as executed:
         response = world.call(method, path, headers, **request)
 
     assert response.status_code == expected, response.get_json()
@@ -277,9 +277,7 @@ _AUDIT_APPEND = re.compile(
 _QUEUED_WRITES = re.compile(r"\s*(INSERT INTO (notification|delivery)\b|SELECT pg_advisory_xact)")
 
 
-def _assert_read_only(
-    executed: list[tuple[str, bool]], app: Flask, cell: str, served: bool
-) -> None:
+def _assert_read_only(executed: list[Executed], app: Flask, cell: str, served: bool) -> None:
     changes = [sql for sql, _ in executed if not _READ.match(sql) and not _AUDIT_APPEND.match(sql)]
     assert [sql for sql in changes if not _QUEUED_WRITES.match(sql)] == [], cell
     assert [sql for sql, autocommit in executed if autocommit and _QUEUED_WRITES.match(sql)] == []
@@ -292,26 +290,6 @@ def _policy(app: Flask, method: str, path: str) -> AccessPolicy:
     policy = policy_of(app.view_functions[endpoint])
     assert policy is not None
     return policy
-
-
-@contextmanager
-def _statements(app: Flask) -> Iterator[list[tuple[str, bool]]]:
-    """Collect the SQL statements the app's engine executes inside the block, each with
-    whether it ran in autocommit (outside any transaction)."""
-    executed: list[tuple[str, bool]] = []
-
-    def note(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
-        # psycopg's own flag; Python 3.11's sqlite3 has none (SQLite keeps its transaction).
-        autocommit = getattr(connection.connection.dbapi_connection, "autocommit", False) is True
-        executed.append((statement, autocommit))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield executed
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
 
 
 def test_the_table_covers_every_route_of_the_core_api(world: World) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from itertools import count
@@ -22,7 +20,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event
 
 from service import households, involvements, warnings
 from service.database import db
@@ -30,6 +27,7 @@ from service.incidents import IncidentReport, record_incident
 from service.models.household import Household
 from service.unit_of_work import unit_of_work
 from tests.factories import bearer, create_agency, create_client, get_token
+from tests.statements import executed_statements
 
 TODAY = date.today()
 SMALL, LARGE = 1, 10
@@ -124,29 +122,12 @@ def _build(app: Flask, scene: Scene, n: int) -> Built:
         return Built(household.id, uprn, published[1].id)
 
 
-@contextmanager
-def _statements(app: Flask) -> Iterator[list[str]]:
-    """Collect every SQL statement the app's engine executes inside the block."""
-    seen: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-
 def _count(app: Flask, client: FlaskClient, scene: Scene, request: Request) -> list[str]:
     method, path, body = request
-    with _statements(app) as seen:
+    with executed_statements(app) as seen:
         response = client.open(path, method=method, headers=scene.headers, json=body)
     assert response.status_code == 200, (path, response.get_json())
-    return list(seen)
+    return [statement.sql for statement in seen]
 
 
 def _shape(statement: str) -> str:

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -617,21 +618,26 @@ def test_a_429_stands_when_the_storage_cannot_say_when_its_window_resets(
 ) -> None:
     # A Redis user that may count but not read a key's expiry: the storage fails just when
     # the refusal asks how long to wait. The answer is still a 429, with the whole window.
-    server = redis.Redis.from_url(REDIS_URL)
-    user, password = f"{redis_prefix}-user", uuid.uuid4().hex
-    server.acl_setuser(
-        user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
-        categories=["+@all"], commands=["-ttl", "-pttl"],
-    )  # fmt: skip
-    try:
-        address = urlsplit(REDIS_URL)
-        url = address._replace(netloc=f"{user}:{password}@{address.netloc}").geturl()
+    with _redis_user(redis_prefix, commands=["-ttl", "-pttl"]) as (_, _, url):
         client = make_app(RATE_LIMIT_STORAGE=url, RATE_LIMIT_KEY_PREFIX=redis_prefix,
                           RATE_LIMIT_ANONYMOUS="2/minute").test_client()  # fmt: skip
         responses = [client.post("/oauth/token", data=TOKEN_FORM, headers=BAD_LOGIN)
                      for _ in range(3)]  # fmt: skip
         assert [r.status_code for r in responses] == [401, 401, 429]
         assert responses[2].headers["Retry-After"] == "60"
+
+
+@contextmanager
+def _redis_user(prefix: str, **acl: Any) -> Iterator[tuple[redis.Redis, str, str]]:
+    """A Redis user of its own (every key, every command but those ``acl`` takes away): the
+    server, the user's name and a storage URL that logs in as it. Deleted afterwards."""
+    server = redis.Redis.from_url(REDIS_URL)
+    user, password = f"{prefix}-user", uuid.uuid4().hex
+    server.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"],
+                       channels=["*"], categories=["+@all"], **acl)  # fmt: skip
+    try:
+        address = urlsplit(REDIS_URL)
+        yield server, user, address._replace(netloc=f"{user}:{password}@{address.netloc}").geturl()
     finally:
         server.acl_deluser(user)
         server.close()
@@ -642,20 +648,12 @@ def test_limits_are_counted_in_memory_while_redis_fails_and_in_redis_once_it_ans
 ) -> None:
     # A Redis user switched off and on stands for an outage. The counters keep the keys
     # Flask-Limiter gave them, so a shared Redis's counts carry over an upgrade.
-    server = redis.Redis.from_url(REDIS_URL)
-    user, password = f"{redis_prefix}-user", uuid.uuid4().hex
-    server.acl_setuser(
-        user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
-        categories=["+@all"],
-    )  # fmt: skip
     key = f"LIMITS:LIMITER/{redis_prefix}/address:127.0.0.1/address/3/1/minute"
+    with _redis_user(redis_prefix) as (server, user, url):
 
-    def counted_in_redis() -> int:
-        return int(server.get(key) or 0)
+        def counted_in_redis() -> int:
+            return int(server.get(key) or 0)
 
-    try:
-        address = urlsplit(REDIS_URL)
-        url = address._replace(netloc=f"{user}:{password}@{address.netloc}").geturl()
         client = make_app(RATE_LIMIT_STORAGE=url, RATE_LIMIT_KEY_PREFIX=redis_prefix,
                           RATE_LIMIT_ANONYMOUS="3/minute").test_client()  # fmt: skip
         assert client.get("/nowhere").status_code == 404
@@ -670,6 +668,3 @@ def test_limits_are_counted_in_memory_while_redis_fails_and_in_redis_once_it_ans
         time.sleep(1.1)  # it is asked again a second after it failed
         assert client.get("/nowhere").status_code == 404
         assert counted_in_redis() == 2
-    finally:
-        server.acl_deluser(user)
-        server.close()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from flask import Flask
+from flask import Flask, g
 from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
+from service.api.recording import begin_work
 from service.audit.append import append, append_all, current_head_seq
 from service.audit.entry import PendingEntry
 from service.audit.verification import verify_log
@@ -243,3 +244,16 @@ def test_entries_appended_together_chain_like_entries_appended_one_by_one(app: F
             select(AuditRef.entry_seq, AuditRef.ref_id).where(AuditRef.ref_type == "delivery")
         ).all()
     assert sorted(refs) == [(before + 1 + n + (n > 2), f"d-{n}") for n in range(5)]
+
+
+def test_a_read_only_route_that_changes_a_record_is_refused(app: Flask) -> None:
+    """A route declared read-only runs its reads outside a transaction on PostgreSQL, where a
+    change would stand even if the request then failed: an ORM change in one is refused."""
+    with app.test_request_context("/api/v1/warnings"):
+        begin_work()  # the request's hook: GET /warnings is declared read-only
+        assert g.read_only
+        db.session.add(OAuthToken(token_hash=b"x" * 32, client_pk=1, scope="", issued_at=0,
+                                  expires_in=1))  # fmt: skip
+        with pytest.raises(RuntimeError, match="declared read-only but changes records"):
+            db.session.flush()
+        db.session.rollback()
