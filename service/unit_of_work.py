@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import service.outbox  # noqa: F401  (its events are written as part of every commit)
+from service import outbox  # its events are written as part of every commit
 from service.database import db
 
 
@@ -29,9 +29,19 @@ def begin_without_transaction() -> bool:
     """Run the session's next statements outside any transaction where that is safe, and say
     whether they will: on PostgreSQL, for work that changes no record (its audit entry is one
     statement, whole by itself; see ``service.api.recording.begin_work``). Call it before the
-    work's first statement; a rollback ends it."""
+    work's first statement; ``end_without_transaction`` or a rollback ends it."""
     session = db.session
     if session.get_bind().dialect.name != "postgresql":
         return False
     session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     return True
+
+
+def end_without_transaction() -> None:
+    """End work begun by ``begin_without_transaction`` if it queued events (notifications): the
+    next statements then run in a transaction, so that the events and what follows (the audit
+    entry) commit together. Nothing read is undone; the events are kept."""
+    session = db.session()
+    if outbox.has_pending(session):
+        with outbox.kept_across_rollback(session):
+            session.rollback()

@@ -83,13 +83,19 @@ def protected(
     )  # fmt: skip
 
 
+def route_policy() -> AccessPolicy | None:
+    """Return the policy of the view this request is routed to; None if it reaches no view
+    (404, 405) or its view declares none."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    return policy_of(view) if view is not None else None
+
+
 def authorize() -> None:
     """Enforce the routed view's policy before it runs (deny by default)."""
-    view = current_app.view_functions.get(request.endpoint or "")
-    policy = policy_of(view) if view is not None else None
+    policy = route_policy()
     if policy is None or not policy.public:
         token = _bearer_token(required=policy is not None)
-        if view is None:
+        if request.url_rule is None:
             return  # unrouted: routing answers 404 or 405 next, attributed to the token's client
         if policy is None:
             raise Problem(

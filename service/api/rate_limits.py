@@ -47,7 +47,7 @@ from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from service import metrics
-from service.api.access import policy_of, presented_token
+from service.api.access import presented_token, route_policy
 from service.api.problems import Problem, problem_response
 from service.audit.entry import PendingEntry
 from service.audit.refusal_tally import (
@@ -200,8 +200,7 @@ def _source() -> Refusal:
 
 def _token_client() -> BearerClient | None:
     """Return the client of the live token this request presents to a protected route."""
-    view = current_app.view_functions.get(request.endpoint or "")
-    policy = policy_of(view) if view is not None else None
+    policy = route_policy()
     bearer = request.headers.get("Authorization", "").startswith("Bearer ")
     if policy is None or policy.public or not bearer:
         return None

@@ -21,9 +21,8 @@ from flask import Flask, Response, current_app, g, has_request_context, request
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from service import outbox
 from service.api import rate_limits
-from service.api.access import policy_of
+from service.api.access import route_policy
 from service.api.problems import (
     DATABASE_UNAVAILABLE,
     Problem,
@@ -36,7 +35,7 @@ from service.audit.entry import PendingEntry, outcome_of
 from service.context import RECORD_ID_PATTERN, recordable_address
 from service.database import db
 from service.oauth import identified_client
-from service.unit_of_work import unit_of_work
+from service.unit_of_work import end_without_transaction, unit_of_work
 
 UNROUTED_PREFIXES = ("/api/", "/oauth/")
 UNROUTED_ACTION = "request:unrouted"
@@ -45,11 +44,10 @@ log = logging.getLogger(__name__)
 
 def audited_action() -> str | None:
     """Return the action this request is recorded as, or None if it is not audited."""
-    view = current_app.view_functions.get(request.endpoint or "")
-    policy = policy_of(view) if view is not None else None
+    policy = route_policy()
     if policy is not None:
         return policy.action  # None for health checks and server metadata
-    if view is not None or request.path.startswith(UNROUTED_PREFIXES):
+    if request.url_rule is not None or request.path.startswith(UNROUTED_PREFIXES):
         return UNROUTED_ACTION  # a route without a policy is refused, and that is recorded
     return None
 
@@ -86,8 +84,7 @@ def begin_work() -> None:
     (``_refuse_writes_when_read_only``). No connection is taken here: a request refused before
     its token is checked (a rate limit, no token) never touches the pool.
     """
-    view = current_app.view_functions.get(request.endpoint or "")
-    policy = policy_of(view) if view is not None else None
+    policy = route_policy()
     if policy is not None and policy.read_only:
         g.read_only = True
 
@@ -142,11 +139,8 @@ def close_request(response: Response) -> Response:
     if response.status_code >= 300:
         # Nothing a refused or failed request did may persist; only its audit entry does.
         db.session.rollback()
-    elif g.get("autocommit") and outbox.has_pending(session := db.session()):
-        # Reads in autocommit queued notifications: they and the entry commit together, in
-        # the transaction the next statement begins (the rollback ends the autocommit only).
-        with outbox.kept_across_rollback(session):
-            session.rollback()
+    elif g.get("autocommit"):
+        end_without_transaction()  # what the reads queued commits with the entry
     stage = "work"  # what failed, if anything: the request's own writes, or its record
     try:
         with unit_of_work():
