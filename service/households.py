@@ -221,7 +221,10 @@ def look_up(
         assert family_name is not None and date_of_birth is not None
         matched_by, query = "person", _BY_NAME_AND_BIRTH
         index = indexer.person(family_name, date_of_birth)
-    rows = db.session.execute(query, {"agency_id": agency_id, "now": utcnow(), "index": index})
+    parameters = {"agency_id": agency_id, "now": utcnow(), "index": index}
+    # Plain columns on the session's connection: the ORM's result machinery would cost more
+    # than the query (this is the hottest read).
+    rows = db.session.connection().execute(query, parameters)
     matches: list[Match] = []
     for row in rows:  # a household's rows are adjacent: one per active warning, or one
         if not matches or matches[-1].household_id != row.household_id:

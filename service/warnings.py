@@ -11,7 +11,20 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, exists, or_, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Integer,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    literal_column,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -23,7 +36,7 @@ from service.involvements import (
     involved,
     register_involvement,
 )
-from service.models.agency import Agency
+from service.models.agency import Agency, AgencyContact
 from service.models.household import Household, Person
 from service.models.incident import Incident
 from service.models.warning import (
@@ -436,22 +449,22 @@ class HouseholdRecord:
 
 def household_record(household_id: str) -> HouseholdRecord:
     """Load the household's warnings (with whom they are shared, and their issuers) and
-    incidents, each incident once with the warnings resting on it: two queries, however much
+    incidents, each incident once with the warnings resting on it: one query, however much
     the household holds."""
-    parameters = {"household_id": household_id}
-    loaded = db.session.execute(_HOUSEHOLD_WARNINGS, parameters).unique()
+    loaded = db.session.execute(_HOUSEHOLD_RECORD, {"household_id": household_id}).unique()
     issuers: dict[str, Agency] = {}
     warnings: list[WarningMarker] = []
-    for warning, issuer in loaded:
-        warnings.append(warning)
-        issuers[issuer.id] = issuer
-    linked = db.session.execute(_HOUSEHOLD_INCIDENTS, parameters)
-    rows = [(incident, warning_id) for incident, warning_id in linked]
+    rows: list[tuple[Incident, str | None]] = []
+    for warning, issuer, incident, warning_id in loaded:  # the warnings' rows come first
+        if warning is not None:
+            warnings.append(warning)
+            issuers[issuer.id] = issuer
+        elif incident is not None:
+            rows.append((incident, warning_id))
     resting: dict[str, list[Incident]] = {warning.id: [] for warning in warnings}
-    # On PostgreSQL each statement sees what committed before it: a warning published between
-    # the two reads can link an incident here to a warning not loaded above. Such an incident
-    # belongs to a change newer than this record (it may rest on a restricted warning), so it
-    # is left out, as if read before that change.
+    # One statement, one snapshot: a link to a warning not loaded cannot happen on PostgreSQL.
+    # Kept as a guard all the same: such an incident would belong to a change newer than this
+    # record (it may rest on a restricted warning), so it is left out, as if read before it.
     newer = {incident.id for incident, warning_id in rows
              if warning_id is not None and warning_id not in resting}  # fmt: skip
     incidents: list[Incident] = []
@@ -469,22 +482,29 @@ def household_record(household_id: str) -> HouseholdRecord:
     return HouseholdRecord(warnings, incidents, issuers)
 
 
-# Built once (compiled forms and cache keys reused): every briefing reads a household's record.
-# Each warning comes with its issuer (one agency: no more rows), which every document of a
-# warning names.
-_HOUSEHOLD_WARNINGS = (
-    select(WarningMarker, Agency)
-    .join(Agency, Agency.id == WarningMarker.issuing_agency_id)
-    .where(WarningMarker.household_id == bindparam("household_id"))
-    .options(joinedload(WarningMarker.shares))  # a few shares a warning: joined, not a query
-    .order_by(WarningMarker.created_at)
+# Built once (compiled form and cache key reused): every briefing reads a household's record.
+# Two sides, as the briefing's household-and-people statement has: the warnings join one, each
+# with its issuer (one agency: no more rows), which every document of a warning names; the
+# incidents, each with the warnings resting on it, the other. So the rows are warnings plus
+# incidents, never their product, in one round trip (a statement costs more CPU than its rows).
+_WARNINGS_SIDE, _INCIDENTS_SIDE = literal_column("1", Integer), literal_column("2", Integer)
+_RECORD_SIDES = union_all(select(_WARNINGS_SIDE.label("side")), select(_INCIDENTS_SIDE)).subquery(
+    "record_sides"
 )
-_HOUSEHOLD_INCIDENTS = (
-    select(Incident, warning_incident.c.warning_id)
+_HOUSEHOLD_ID: BindParameter[str] = bindparam("household_id")
+_HOUSEHOLD_RECORD = (
+    select(WarningMarker, Agency, Incident, warning_incident.c.warning_id)
+    .select_from(_RECORD_SIDES)
+    .outerjoin(WarningMarker, and_(_RECORD_SIDES.c.side == _WARNINGS_SIDE,
+                                   WarningMarker.household_id == _HOUSEHOLD_ID))
+    .outerjoin(Agency, Agency.id == WarningMarker.issuing_agency_id)
+    .outerjoin(Incident, and_(_RECORD_SIDES.c.side == _INCIDENTS_SIDE,
+                              Incident.household_id == _HOUSEHOLD_ID))
     .outerjoin(warning_incident, warning_incident.c.incident_id == Incident.id)
-    .where(Incident.household_id == bindparam("household_id"))
-    .order_by(Incident.occurred_on.desc(), Incident.id)
-)
+    .options(joinedload(WarningMarker.shares))  # a few shares a warning: joined, not a query
+    .order_by(_RECORD_SIDES.c.side, WarningMarker.created_at, Incident.occurred_on.desc(),
+              Incident.id)
+)  # fmt: skip
 
 
 def readable_incidents(
@@ -519,14 +539,14 @@ class Flag:
     categories: set[str] = field(default_factory=set)
     precautions: set[str] = field(default_factory=set)
     review_overdue: bool = False
-    issuers: dict[str, Agency] = field(default_factory=dict)
+    issuers: dict[str, AgencyContact] = field(default_factory=dict)
 
 
 def add_to_flag(flag: Flag, warning: Row[Any], agency_id: str, today: date) -> None:
     """Count one active warning into its household's flag, as ``agency_id`` may see it.
 
     ``warning`` is a row of ``with_active_warnings``: the warning's flag columns, whether it
-    is shared with the agency (``shared_with_agency``) and its issuer (``Agency``).
+    is shared with the agency (``shared_with_agency``) and its issuer's contact columns.
     """
     flag.active_warnings = True
     if flag.risk_level is None or RISK_ORDER[warning.risk_level] > RISK_ORDER[flag.risk_level]:
@@ -537,15 +557,20 @@ def add_to_flag(flag: Flag, warning: Row[Any], agency_id: str, today: date) -> N
         flag.categories.update(warning.categories.split())
         flag.precautions.update(warning.precautions.split())
     flag.review_overdue = flag.review_overdue or warning.review_by < today
-    flag.issuers.setdefault(warning.issuing_agency_id, warning.Agency)
+    if warning.issuing_agency_id not in flag.issuers:  # opened once however many it issued
+        flag.issuers[warning.issuing_agency_id] = AgencyContact.opened(
+            warning.issuing_agency_id, warning.issuer_name, warning.issuer_key_version,
+            warning.issuer_wrapped_key, warning.issuer_duty_contact_sealed,
+        )  # fmt: skip
 
 
 def with_active_warnings(
     households: Select[*tuple[Any, ...]],
 ) -> Select[*tuple[Any, ...]]:
     """Extend a select of households with a row per active warning: its flag columns, whether
-    it is shared with the agency ``:agency_id``, and its issuer (all NULL for a household
-    with none), ordered after the households' own order by when each warning was made."""
+    it is shared with the agency ``:agency_id``, and its issuer's name and sealed duty contact
+    (all NULL for a household with none), ordered after the households' own order by when
+    each warning was made. Plain columns, no ORM records: run it on a Core connection."""
     shared = exists().where(
         WarningShare.warning_id == WarningMarker.id,
         WarningShare.agency_id == bindparam("agency_id"),
@@ -555,7 +580,10 @@ def with_active_warnings(
         households.add_columns(
             WarningMarker.issuing_agency_id, WarningMarker.risk_level, WarningMarker.categories,
             WarningMarker.precautions, WarningMarker.handling, WarningMarker.review_by,
-            shared.label("shared_with_agency"), Agency,
+            shared.label("shared_with_agency"), Agency.name.label("issuer_name"),
+            Agency.key_version.label("issuer_key_version"),
+            Agency.wrapped_key.label("issuer_wrapped_key"),
+            Agency.duty_contact_sealed.label("issuer_duty_contact_sealed"),
         )
         .outerjoin(WarningMarker, active)
         .outerjoin(Agency, Agency.id == WarningMarker.issuing_agency_id)

@@ -14,6 +14,7 @@ from schemas.audit import (
     VerificationSchema,
 )
 from schemas.openapi import documented
+from service.api import documents
 from service.api.access import current_caller, protected
 from service.api.recording import current_entry
 from service.audit.access_report import access_report
@@ -64,7 +65,7 @@ def list_events() -> dict[str, Any]:
     With audit:read an agency sees the entries it made and those about households it works
     with; with audit:read:all, everything.
     """
-    events, cursor = _find_and_record(EventQuerySchema().load(request.args))
+    events, cursor = _find_and_record(documents.load(EventQuerySchema, request.args))
     return {"items": [event_document(e) for e in events], "next_cursor": cursor}
 
 
@@ -84,11 +85,11 @@ def export_events() -> Response:
     X-Total-Count is the number of rows in this response; X-Next-Cursor, when present, is the
     `cursor` for the next (older) batch.
     """
-    args = ExportQuerySchema().load(request.args)
+    args = documents.load(ExportQuerySchema, request.args)
     # Read, and record as returned, within the audited transaction; only rendering streams.
     events, cursor = _find_and_record(args)
-    documents = [event_document(e) for e in events]  # before the commit expires the rows
-    response = Response(export_lines(documents, args["format"]), mimetype=FORMATS[args["format"]])
+    rendered = [event_document(e) for e in events]  # before the commit expires the rows
+    response = Response(export_lines(rendered, args["format"]), mimetype=FORMATS[args["format"]])
     response.headers["X-Total-Count"] = str(len(events))
     if cursor is not None:
         response.headers["X-Next-Cursor"] = str(cursor)

@@ -13,7 +13,7 @@ from marshmallow import Schema
 
 from service.agencies import agencies_by_id
 from service.briefings import Briefing
-from service.models.agency import Agency
+from service.models.agency import Agency, AgencyContact
 from service.models.household import Household, Person
 from service.models.incident import Incident
 from service.models.involvement import Involvement
@@ -46,7 +46,7 @@ def names_for(warnings: Iterable[WarningMarker]) -> Names:
     return Names(agencies, members_of(naming_members))
 
 
-def issuer(agency: Agency) -> dict[str, Any]:
+def issuer(agency: Agency | AgencyContact) -> dict[str, Any]:
     return {"agency_id": agency.id, "name": agency.name, "duty_contact": agency.duty_contact}
 
 
@@ -207,8 +207,13 @@ def dump(schema: type[Schema], document: Any) -> dict[str, Any]:
     return body
 
 
+def load(schema: type[Schema], data: Any) -> Any:
+    """Validate and deserialise a request body or query with its schema (problems on failure)."""
+    return _instance(schema).load(data)
+
+
 @functools.cache
 def _instance(schema: type[Schema]) -> Schema:
-    # Building a schema binds every field (a measurable share of a look-up); dumping keeps no
-    # state on the instance, so one per schema class serves every request.
+    # Building a schema binds every field (a measurable share of a look-up); loading and dumping
+    # keep no state on the instance, so one per schema class serves every request.
     return schema()

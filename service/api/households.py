@@ -40,7 +40,7 @@ def look_up() -> dict[str, Any]:
     categories and precautions (but not those of restricted warnings it may not read) and whom
     to call. No names, narrative or addresses. A look-up never creates a household.
     """
-    query = LookupSchema().load(request.get_json())
+    query = documents.load(LookupSchema, request.get_json())
     agency_id = current_caller().agency_id
     person = query.get("person", {})
     matches = households.look_up(
@@ -82,7 +82,7 @@ def list_members(household_id: str) -> dict[str, Any]:
 @documented(request=MemberInputSchema, response=MemberSchema, status=201)
 def add_member(household_id: str) -> tuple[dict[str, Any], int]:
     """Add someone living in the household (agencies working with it)."""
-    details = MemberInputSchema().load(request.get_json())
+    details = documents.load(MemberInputSchema, request.get_json())
     household, _ = accessible_household(current_caller().agency_id, household_id)
     person = households.add_member(household, **details)
     current_entry().returning("member", [person.id])
@@ -94,7 +94,7 @@ def add_member(household_id: str) -> tuple[dict[str, Any], int]:
 @documented(request=MemberChangesSchema, response=MemberSchema)
 def correct_member(household_id: str, member_id: str) -> dict[str, Any]:
     """Correct a member's details."""
-    changes = MemberChangesSchema().load(request.get_json())
+    changes = documents.load(MemberChangesSchema, request.get_json())
     require_household_access(current_caller().agency_id, household_id)
     person = households.correct_member(households.get_member(household_id, member_id), changes)
     current_entry().returning("member", [person.id])

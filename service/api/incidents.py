@@ -32,7 +32,7 @@ bp = Blueprint("incidents", __name__, url_prefix="/incidents")
 @documented(request=IncidentInputSchema, response=IncidentSchema, status=201)
 def record_incident() -> tuple[dict[str, Any], int]:
     """Record an incident a practitioner of your agency suffered at a household you work with."""
-    ref, report = IncidentInputSchema().load(request.get_json())
+    ref, report = documents.load(IncidentInputSchema, request.get_json())
     agency_id = current_caller().agency_id
     household = find_household(ref)
     if household is None or not is_involved(agency_id, household.id):
@@ -50,7 +50,7 @@ def record_incident() -> tuple[dict[str, Any], int]:
 def list_incidents() -> dict[str, Any]:
     """List the incidents at a household you work with, newest first: every agency's, but
     those resting only on a restricted warning you may not read."""
-    household_id = IncidentQuerySchema().load(request.args)["household_id"]
+    household_id = documents.load(IncidentQuerySchema, request.args)["household_id"]
     entry = current_entry()
     entry.target("household", household_id)  # named even when refused: probes are on record
     agency_id = current_caller().agency_id

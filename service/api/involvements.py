@@ -32,7 +32,7 @@ def declare_involvement() -> tuple[dict[str, Any], int]:
 
     The other agencies working with it will be told; you can then read its detail.
     """
-    body = InvolvementInputSchema().load(request.get_json())
+    body = documents.load(InvolvementInputSchema, request.get_json())
     agency_id = current_caller().agency_id
     household = resolve_household(body["household"], agency_id)
     involvement = involvements.register_involvement(
@@ -52,7 +52,7 @@ def declare_involvement() -> tuple[dict[str, Any], int]:
 @documented(request=EndInvolvementSchema, response=InvolvementSchema, errors=(409,))
 def end_involvement(involvement_id: str) -> dict[str, Any]:
     """End your agency's involvement with a household."""
-    body = EndInvolvementSchema().load(request.get_json())
+    body = documents.load(EndInvolvementSchema, request.get_json())
     involvement = involvements.end_involvement(
         involvement_id, current_caller().agency_id, body["reason"]
     )
@@ -66,7 +66,7 @@ def end_involvement(involvement_id: str) -> dict[str, Any]:
 def list_involvements() -> dict[str, Any]:
     """List your own agency's involvements (newest first, at most 500), optionally with one
     household."""
-    query = InvolvementQuerySchema().load(request.args)
+    query = documents.load(InvolvementQuerySchema, request.args)
     found = involvements.list_involvements(current_caller().agency_id, query.get("household_id"))
     entry = current_entry()
     entry.returning("involvement", [i.id for i in found])

@@ -43,7 +43,7 @@ def feed() -> dict[str, Any]:
     Numbers follow commit order, so polling from `next` never misses an event. Each event holds
     ids, a risk level and your own case reference; fetch the detail through the API.
     """
-    query = FeedQuerySchema().load(request.args)
+    query = documents.load(FeedQuerySchema, request.args)
     after = int(query.get("after", "0"))
     items = notifications.feed(current_caller().agency_id, after, query["limit"])
     _record(items)
@@ -59,7 +59,7 @@ def feed() -> dict[str, Any]:
 def unacknowledged() -> dict[str, Any]:
     """Warnings published to your agency that nobody has acknowledged in time (default 24 h):
     for a duty manager to chase."""
-    query = UnacknowledgedQuerySchema().load(request.args)
+    query = documents.load(UnacknowledgedQuerySchema, request.args)
     hours = query.get("older_than_hours", current_app.config["UNACKNOWLEDGED_AFTER_HOURS"])
     items = notifications.unacknowledged(
         current_caller().agency_id, timedelta(hours=hours), query["limit"]
@@ -88,7 +88,7 @@ def acknowledge(notification_id: str) -> dict[str, Any]:
 @documented(request=SettingsSchema, response=SettingsSchema)
 def settings() -> dict[str, Any]:
     """Choose whether your agency is told when another agency reads one of its warnings."""
-    body = SettingsSchema().load(request.get_json())
+    body = documents.load(SettingsSchema, request.get_json())
     chosen = notifications.set_warning_accessed(
         current_caller().agency_id, body["warning_accessed"]
     )

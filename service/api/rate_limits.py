@@ -18,7 +18,11 @@ counted, per source and window, into one summary entry (``service.audit.refusals
 cannot grow the log without bound and the log still accounts for every request.
 
 Counts live in process memory (``memory://``, one process) or Redis (``redis://``, shared by
-every process). If Redis cannot be reached the limits are counted in each process's memory and
+every process). In memory they are kept by ``MemoryCounters``, not by the library's
+``MemoryStorage``, which starts a timer thread to expire its keys for every 10 ms in which a
+request is counted: a thread started and ended for nearly every request under load. Ours
+expires a window when its key is next used and sweeps the others out at most once a second,
+without a thread. If Redis cannot be reached the limits are counted in each process's memory and
 refusals are recorded one entry each; Redis is asked again after 1, 2, 4 ... 32 seconds (then
 from 1 again), and counting returns there once it answers. A limiter that fails otherwise never
 fails a request: the request is served uncounted and a warning logged, at most once a minute.
@@ -33,6 +37,7 @@ import ipaddress
 import logging
 import math
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -43,7 +48,7 @@ from typing import Any, cast
 from authlib.oauth2 import OAuth2Error
 from flask import Flask, Response, current_app, request
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from service import metrics
@@ -89,6 +94,8 @@ SUMMARY_CHECK_SECONDS = 1.0
 # How many summary entries a request writes at most: the rest wait for later requests (or, with
 # Redis, the worker), so no request is held up writing a backlog.
 SUMMARIES_PER_REQUEST = 5
+# How often in-memory counters look for windows that ended and were not used since.
+SWEEP_SECONDS = 1.0
 # A warning that could repeat on every request (a flood) is logged at most this often.
 WARNING_EVERY_SECONDS = 60.0
 _SOURCE = "alertshare.rate_limit_source"
@@ -228,11 +235,14 @@ class Counts:
 
     def __init__(self, storage_url: str, warn: Warn) -> None:
         shared = not storage_url.startswith("memory://")
-        options = dict(REDIS_OPTIONS) if shared else {}
-        self.storage = cast(Storage, storage_from_string(storage_url, **options))
+        self.storage = (
+            cast(Storage, storage_from_string(storage_url, **REDIS_OPTIONS))
+            if shared
+            else MemoryCounters()
+        )
         self.main = FixedWindowRateLimiter(self.storage)
         # memory:// has nothing to fall back to.
-        self.fallback = FixedWindowRateLimiter(MemoryStorage()) if shared else None
+        self.fallback = FixedWindowRateLimiter(MemoryCounters()) if shared else None
         self.current = self.main
         self._warn = warn
         self._checks = 0  # how often Redis was asked since it failed
@@ -278,6 +288,74 @@ class Counts:
             return False
         self._last_check, self._checks = now, self._checks + 1
         return True
+
+
+class MemoryCounters(Storage):
+    """Fixed-window counters in this process's memory, for ``FixedWindowRateLimiter``: as the
+    library's ``MemoryStorage`` counts them, without its timer thread. ``clock`` tells the time
+    in epoch seconds (a test's own clock)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self._clock = clock
+        self._windows: dict[str, tuple[int, float]] = {}  # key: (count, when its window ends)
+        self._lock = threading.Lock()  # gthread workers count from several threads
+        self._next_sweep = 0.0
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return ValueError  # as MemoryStorage's; nothing here raises it
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        """Add ``amount`` to ``key``'s count; a key without a current window opens one that
+        ends ``expiry`` seconds from now. Return the new count."""
+        now = self._clock()
+        with self._lock:
+            if now >= self._next_sweep:
+                self._sweep(now)
+            count, ends = self._current(key, now) or (0, now + expiry)
+            self._windows[key] = (count + amount, ends)
+            return count + amount
+
+    def get(self, key: str) -> int:
+        with self._lock:
+            window = self._current(key, self._clock())
+        return window[0] if window else 0
+
+    def get_expiry(self, key: str) -> float:
+        """Return when ``key``'s window ends; now if it has none."""
+        now = self._clock()
+        with self._lock:
+            window = self._current(key, now)
+        return window[1] if window else now
+
+    def check(self) -> bool:
+        return True
+
+    def reset(self) -> int | None:
+        """Forget every count; return how many keys were held."""
+        with self._lock:
+            held = len(self._windows)
+            self._windows.clear()
+            return held
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._windows.pop(key, None)
+
+    def _current(self, key: str, now: float) -> tuple[int, float] | None:
+        window = self._windows.get(key)
+        if window is not None and window[1] <= now:
+            del self._windows[key]
+            return None
+        return window
+
+    def _sweep(self, now: float) -> None:
+        # Keys of sources not seen again would otherwise be held for the life of the process.
+        self._next_sweep = now + SWEEP_SECONDS
+        ended = [key for key, (_, ends) in self._windows.items() if ends <= now]
+        for key in ended:
+            del self._windows[key]
 
 
 def _first_over(

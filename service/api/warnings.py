@@ -71,7 +71,7 @@ def publish() -> Response:
 
     The household is registered if it is new, and your agency's involvement too if it has none.
     """
-    body = WarningInputSchema().load(request.get_json())
+    body = documents.load(WarningInputSchema, request.get_json())
     agency_id = current_caller().agency_id
     household = resolve_household(body.pop("household"), agency_id)
     evidence = warnings.Evidence(
@@ -91,7 +91,7 @@ def _as_tuples(body: dict[str, Any]) -> dict[str, Any]:
 @documented(query=WarningQuerySchema, response=WarningPageSchema)
 def list_warnings() -> dict[str, Any]:
     """List the warnings your agency may read, newest first; follow `next` for more."""
-    query = WarningQuerySchema().load(request.args)
+    query = documents.load(WarningQuerySchema, request.args)
     filters = warnings.WarningFilter(
         household_id=query.get("household_id"), status=query.get("status"),
         issued_by_me=query.get("issued_by") == "mine",
@@ -123,7 +123,7 @@ def read_warning(warning_id: str) -> Response:
 )
 def change_warning(warning_id: str) -> Response:
     """Change your agency's active warning: a new version. Needs If-Match (412 when stale)."""
-    changes = _as_tuples(WarningChangesSchema().load(request.get_json()))
+    changes = _as_tuples(documents.load(WarningChangesSchema, request.get_json()))
     warning = warnings.get_own_warning(warning_id, current_caller().agency_id)
     warnings.check_version(warning, _expected_version())
     warnings.update_warning(warning, current_caller().agency_id, changes, today())
@@ -151,7 +151,7 @@ def list_versions(warning_id: str) -> dict[str, Any]:
 @documented(request=ReasonSchema, response=WarningSchema, etag=True, errors=(409,))
 def withdraw(warning_id: str) -> Response:
     """Withdraw your agency's warning as entered in error: it leaves every flag and briefing."""
-    reason = ReasonSchema().load(request.get_json())["reason"]
+    reason = documents.load(ReasonSchema, request.get_json())["reason"]
     warning = warnings.get_own_warning(warning_id, current_caller().agency_id)
     return _answer(warnings.withdraw_warning(warning, current_caller().agency_id, reason))
 
@@ -161,7 +161,7 @@ def withdraw(warning_id: str) -> Response:
 @documented(request=ReasonSchema, response=WarningSchema, etag=True, errors=(409,))
 def close(warning_id: str) -> Response:
     """Close your agency's warning (inactive): it stays in history and in incident counts."""
-    reason = ReasonSchema().load(request.get_json())["reason"]
+    reason = documents.load(ReasonSchema, request.get_json())["reason"]
     warning = warnings.get_own_warning(warning_id, current_caller().agency_id)
     return _answer(warnings.close_warning(warning, current_caller().agency_id, reason))
 
@@ -171,7 +171,7 @@ def close(warning_id: str) -> Response:
 @documented(request=ReviewSchema, response=WarningSchema, etag=True, errors=(409,))
 def review(warning_id: str) -> Response:
     """Review your agency's warning: continue it to a new review date, or close it."""
-    body = ReviewSchema().load(request.get_json())
+    body = documents.load(ReviewSchema, request.get_json())
     agency_id = current_caller().agency_id
     warning = warnings.get_own_warning(warning_id, agency_id)
     reviewed = warnings.review_warning(

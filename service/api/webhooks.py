@@ -44,7 +44,7 @@ def _returning_deliveries(shown: list[tuple[str, str]]) -> None:
 def register() -> tuple[dict[str, Any], int]:
     """Register an endpoint for your agency's events. The signing secret (`whsec_...`) is in
     this response only: keep it to verify each delivery's `webhook-signature`."""
-    body = WebhookInputSchema().load(request.get_json())
+    body = documents.load(WebhookInputSchema, request.get_json())
     webhook, secret = webhook_endpoints.register_webhook(
         current_caller().agency_id, body["url"], body.get("event_types", []),
         production=current_app.config["ENV"] == "production",
@@ -92,7 +92,7 @@ def delete(webhook_id: str) -> tuple[str, int]:
 def rotate_secret(webhook_id: str) -> dict[str, Any]:
     """A new signing secret, shown once; the old one also signs until `previous_secret_until`
     (default 24 hours), so both verify while your receiver switches."""
-    body = RotateSecretSchema().load(request.get_json())
+    body = documents.load(RotateSecretSchema, request.get_json())
     webhook = webhook_endpoints.get_webhook(webhook_id, current_caller().agency_id)
     secret = webhook_endpoints.rotate_secret(webhook, timedelta(hours=body["overlap_hours"]))
     _returning(webhook.id)
@@ -116,7 +116,7 @@ def send_test(webhook_id: str) -> tuple[dict[str, Any], int]:
 @documented(query=DeliveryQuerySchema, response=DeliveryListSchema)
 def deliveries(webhook_id: str) -> dict[str, Any]:
     """Deliveries to this endpoint, newest first; `status=dead` lists the dead letters."""
-    query = DeliveryQuerySchema().load(request.args)
+    query = documents.load(DeliveryQuerySchema, request.args)
     webhook = webhook_endpoints.get_webhook(webhook_id, current_caller().agency_id)
     found = webhook_endpoints.list_deliveries(webhook, query.get("status"), query["limit"])
     _returning_deliveries([(d.id, d.notification_id) for d, _ in found])

@@ -11,6 +11,7 @@ Sealed field format: 0x01 (format) || 12-byte nonce || ciphertext || 16-byte tag
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 
@@ -25,13 +26,18 @@ _MIN_SEALED = len(FORMAT_V1) + NONCE_BYTES + TAG_BYTES
 
 def _encode(label: str, *parts: str) -> bytes:
     # Length-prefix every part so no choice of names can make two tuples encode the same.
-    out = [b"alertshare/v1/", label.encode("ascii")]
-    for part in parts:
-        if not isinstance(part, str) or not part:
-            raise ValueError("table, record id and field must be non-empty strings")
-        raw = part.encode("utf-8")
-        out.append(struct.pack(">I", len(raw)) + raw)
-    return b"".join(out)
+    return b"".join((b"alertshare/v1/", label.encode("ascii"), *map(_encoded_part, parts)))
+
+
+def _encoded_part(part: str) -> bytes:
+    if not isinstance(part, str) or not part:
+        raise ValueError("table, record id and field must be non-empty strings")
+    raw = part.encode("utf-8")
+    return struct.pack(">I", len(raw)) + raw
+
+
+# Field names are few and fixed: each is encoded once.
+_encoded_field = functools.lru_cache(maxsize=256)(_encoded_part)
 
 
 def field_aad(table: str, record_id: str, field: str) -> bytes:
@@ -61,7 +67,9 @@ class RecordCipher:
     def __init__(self, provider: KeyProvider, table: str, record_id: str, data_key: bytes) -> None:
         if not isinstance(data_key, bytes) or len(data_key) != KEY_BYTES:
             raise ValueError(f"data key must be exactly {KEY_BYTES} bytes")
-        key_aad(table, record_id)  # Validate names now rather than at first use.
+        # The associated data of this record's fields up to the field name: built (and the
+        # names validated) once, not at every field sealed or opened.
+        self._field_aad_prefix = _encode("field", table, record_id)
         self._provider = provider
         self.table = table
         self.record_id = record_id
@@ -100,6 +108,10 @@ class RecordCipher:
             self._wrapped = self._provider.wrap(self._data_key, key_aad(self.table, self.record_id))
         return self._wrapped
 
+    def _field_aad(self, field: str) -> bytes:
+        # Equal to field_aad(self.table, self.record_id, field).
+        return self._field_aad_prefix + _encoded_field(field)
+
     def _where(self, field: str) -> str:
         return f"{self.table}.{field} for record {self.record_id}"
 
@@ -109,7 +121,7 @@ class RecordCipher:
             return None
         if not isinstance(plaintext, str):
             raise TypeError(f"cannot seal {self._where(field)}: plaintext must be str")
-        aad = field_aad(self.table, self.record_id, field)
+        aad = self._field_aad(field)
         try:
             raw = plaintext.encode("utf-8")
         except UnicodeEncodeError:
@@ -129,7 +141,7 @@ class RecordCipher:
             raise DecryptionError(f"cannot decrypt {self._where(field)}: truncated or not bytes")
         if sealed[:1] != FORMAT_V1:
             raise DecryptionError(f"cannot decrypt {self._where(field)}: unknown format")
-        aad = field_aad(self.table, self.record_id, field)
+        aad = self._field_aad(field)
         nonce, body = sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :]
         try:
             return self._aead.decrypt(nonce, body, aad).decode("utf-8")

@@ -10,6 +10,9 @@ touches the database. The outbox's figures are read at scrape time instead
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 # A method outside these is a client's invention: counted as "other" so it cannot add series.
@@ -57,9 +60,19 @@ def observe_request(route: str | None, method: str, status: int, seconds: float 
     """Count one answered request under its route template (None: no route matched)."""
     route = route or UNMATCHED_ROUTE
     method = method if method in METHODS else "other"
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
+    count, duration = _request_series(route, method, status)
+    count.inc()
     if seconds is not None:
-        HTTP_REQUEST_SECONDS.labels(route, method).observe(seconds)
+        duration.observe(seconds)
+
+
+@functools.cache
+def _request_series(route: str, method: str, status: int) -> tuple[Any, Any]:
+    # A labelled series is looked up by its label values under a lock: once per route, method
+    # and status is enough (they are finitely many: route templates, not paths).
+    return HTTP_REQUESTS.labels(route, method, str(status)), HTTP_REQUEST_SECONDS.labels(
+        route, method
+    )
 
 
 def count_refusal(authenticated: bool) -> None:

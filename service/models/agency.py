@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.database import Base, UTCDateTime, utcnow
-from service.models.encrypted import EncryptedRecord, Personal
+from service.models.encrypted import EncryptedRecord, Personal, open_sealed
 
 AGENCY_TYPES = (
     "children_social_care",
@@ -40,3 +41,27 @@ class Agency(EncryptedRecord, Base):
     @property
     def is_active(self) -> bool:
         return self.disabled_at is None
+
+
+@dataclass(frozen=True)
+class AgencyContact:
+    """Whom to call at an agency: its name and duty desk (as ``Agency`` has them), read from
+    plain columns where loading the record would cost more than the read (the look-up)."""
+
+    id: str
+    name: str
+    duty_contact: str | None
+
+    @classmethod
+    def opened(
+        cls,
+        agency_id: str,
+        name: str,
+        key_version: int,
+        wrapped_key: bytes,
+        duty_contact_sealed: bytes,
+    ) -> AgencyContact:
+        """Open the duty contact from the agency row's stored columns."""
+        duty_contact = open_sealed(Agency.__tablename__, agency_id, key_version, wrapped_key,
+                                   "duty_contact", duty_contact_sealed)  # fmt: skip
+        return cls(agency_id, name, duty_contact)

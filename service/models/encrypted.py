@@ -48,6 +48,21 @@ class Personal:
         record.refresh_indexes(self.name)
 
 
+def open_sealed(
+    table: str,
+    record_id: str,
+    key_version: int,
+    wrapped_key: bytes,
+    field: str,
+    sealed: bytes | None,
+) -> str | None:
+    """Open one personal field from its row's stored columns, without loading the record: for
+    statements that read plain columns rather than ORM records."""
+    provider = active_keys().provider
+    cipher = RecordCipher.from_wrapped(provider, table, record_id, key_version, wrapped_key)
+    return cipher.open(field, sealed)
+
+
 # How a blind index is computed: the BlindIndexer method to use, and the fields it covers.
 IndexSpec = tuple[Callable[..., bytes], tuple[str, ...]]
 

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from service import create_app
 from service.api.rate_limits import (
     EXTENSION,
     SUMMARIES_PER_REQUEST,
+    SWEEP_SECONDS,
+    MemoryCounters,
     RateLimits,
     rate_limit_problems,
     write_open_summaries,
@@ -423,6 +426,97 @@ def test_a_window_that_cannot_be_written_is_kept_for_the_next_attempt(app: Flask
         assert write_closed_windows(tally, later()) == 2
     (summary,) = summaries(audit_entries(app))
     assert refusals_in(summary) == 2
+
+
+# --- counts in this process's memory ------------------------------------------------------------
+
+
+class Clock:
+    """A test's own time in epoch seconds, moved on by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_in_memory_counts_keep_a_fixed_window_and_start_afresh_after_it() -> None:
+    clock = Clock()
+    limiter = FixedWindowRateLimiter(MemoryCounters(clock))
+    item, source = parse("3/minute"), ("prefix", "address:192.0.2.1", "address")
+    assert [limiter.hit(item, *source) for _ in range(2)] == [True, True]
+    clock.now += 59  # hits later in the window do not move its end
+    assert [limiter.hit(item, *source) for _ in range(2)] == [True, False]
+    assert limiter.get_window_stats(item, *source) == (clock.now + 1, 0)
+    assert not limiter.test(item, *source)
+    assert limiter.hit(item, "prefix", "address:192.0.2.2", "address")  # a count of its own
+    clock.now += 1  # the window has ended
+    assert limiter.get_window_stats(item, *source) == (clock.now, 3)
+    assert [limiter.hit(item, *source) for _ in range(4)] == [True, True, True, False]
+    assert limiter.get_window_stats(item, *source) == (clock.now + 60, 0)
+
+
+def test_in_memory_counts_of_sources_not_seen_again_are_swept_out() -> None:
+    # A flood from many addresses must not leave a key per address in memory for good.
+    clock = Clock()
+    counters = MemoryCounters(clock)
+    for n in range(1000):
+        counters.incr(f"address:10.0.{n // 256}.{n % 256}", 1)
+    clock.now += SWEEP_SECONDS + 1  # every one of those windows has ended; none is used again
+    counters.incr("address:192.0.2.1", 60)
+    assert counters.reset() == 1  # the keys it held: only the one still counting
+
+
+def test_in_memory_counts_add_up_when_several_threads_count_at_once() -> None:
+    # gthread workers count from several threads. Switching between them as often as the
+    # interpreter can makes a lost update all but certain if counting were not atomic.
+    counters = MemoryCounters()
+    barrier = threading.Barrier(8)
+
+    def count() -> None:
+        barrier.wait()
+        for n in range(2000):
+            counters.incr(f"key-{n % 4}", 60)
+
+    threads = [threading.Thread(target=count) for _ in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert [counters.get(f"key-{k}") for k in range(4)] == [4000] * 4
+
+
+@pytest.mark.parametrize("storage", ["memory://", "redis://127.0.0.1:1/0"])
+def test_counting_in_memory_starts_no_thread(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch, storage: str
+) -> None:
+    # limits' MemoryStorage started a timer thread whenever its last one had ended (10 ms),
+    # nearly one a request under load; in memory:// mode, and in the memory counts used while
+    # Redis does not answer (none does on port 1), no request may start one.
+    app = make_app(RATE_LIMIT_STORAGE=storage, RATE_LIMIT_AUTHENTICATED="100/second;1000/hour",
+                   RATE_LIMIT_ANONYMOUS="100/second;1000/hour")  # fmt: skip
+    client = app.test_client()
+    token = get_token(client, create_client(app))
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
+
+    def counted_start(thread: threading.Thread) -> None:
+        started.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counted_start)
+    running = threading.active_count()
+    for _ in range(30):
+        assert client.get("/api/v1/me", headers=bearer(token)).status_code == 200
+        assert fail_token_requests(client, 1) == [401]
+    assert started == []
+    assert threading.active_count() <= running
 
 
 # --- configuration ------------------------------------------------------------------------------

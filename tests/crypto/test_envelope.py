@@ -1,6 +1,7 @@
 import os
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -200,6 +201,37 @@ def test_aad_encoding_is_unambiguous() -> None:
     assert field_aad("ab", "c", "d") != field_aad("a", "bc", "d")
     assert not field_aad("t", "r", "f").startswith(key_aad("t", "r"))
     assert key_aad("person", RECORD) != key_aad("household", RECORD)
+
+
+def test_aad_bytes_are_the_stored_format() -> None:
+    # Every stored ciphertext was sealed under these bytes: they must never change.
+    assert field_aad("person", "r1", "given_name") == (
+        b"alertshare/v1/field\x00\x00\x00\x06person\x00\x00\x00\x02r1\x00\x00\x00\x0agiven_name"
+    )
+    assert (
+        key_aad("person", "r1") == b"alertshare/v1/data-key\x00\x00\x00\x06person\x00\x00\x00\x02r1"
+    )
+
+
+def test_sealed_field_opens_under_field_aad(provider: LocalKeyProvider) -> None:
+    # The cipher builds each field's associated data from a per-record prefix: it must be
+    # exactly field_aad's, for every field name, however often the name was used before.
+    cipher = RecordCipher.new(provider, TABLE, RECORD)
+    aead = AESGCM(provider.unwrap(*cipher.wrapped, key_aad(TABLE, RECORD)))
+    for field in ("given_name", "family_name", "given_name", "é-field"):
+        sealed = cipher.seal(field, SECRET)
+        assert sealed is not None
+        opened = aead.decrypt(sealed[1:13], sealed[13:], field_aad(TABLE, RECORD, field))
+        assert opened.decode() == SECRET
+
+
+def test_empty_field_name_is_refused(provider: LocalKeyProvider) -> None:
+    cipher = RecordCipher.new(provider, TABLE, RECORD)
+    for _ in range(2):  # refused every time, not only before a cache holds the name
+        with pytest.raises(ValueError):
+            cipher.seal("", SECRET)
+        with pytest.raises(ValueError):
+            cipher.open("", b"\x01" + bytes(28))
 
 
 @settings(max_examples=200, deadline=None)
