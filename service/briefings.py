@@ -16,7 +16,7 @@ from sqlalchemy import (
     true,
     union_all,
 )
-from sqlalchemy.orm import load_only
+from sqlalchemy.orm import aliased, joinedload, load_only
 from sqlalchemy.sql.base import ExecutableOption
 
 from service.database import db, utcnow
@@ -29,12 +29,12 @@ from service.involvements import (
     others_working_with,
 )
 from service.models.agency import Agency
-from service.models.encrypted import EncryptedRecord
 from service.models.household import Household, Person
+from service.models.incident import Incident
 from service.models.involvement import Involvement
-from service.models.warning import WarningMarker
+from service.models.warning import WarningMarker, warning_incident
 from service.vocabulary import strictest_first
-from service.warnings import household_record, may_see_detail, readable_incidents
+from service.warnings import HouseholdRecord, may_see_detail, readable_incidents, record_of
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,7 @@ class Briefing:
 
 def brief(household_id: str, agency_id: str, today: date) -> Briefing:
     """Compose the briefing for an agency involved with the household, or a warning's issuer."""
-    people = _household_and_people(agency_id, household_id)
-    record = household_record(household_id)
+    people, record = _household_people_and_record(agency_id, household_id)
     warnings = [w for w in record.warnings if w.status == "active"]
     shown = [w for w in warnings if may_see_detail(w, agency_id, people.involved_now)]
     readable, withheld = readable_incidents(record, agency_id, people.involved_now)
@@ -84,11 +83,14 @@ class _People:
     agencies: dict[str, Agency]  # those agencies, by id
 
 
-def _household_and_people(agency_id: str, household_id: str) -> _People:
+def _household_people_and_record(
+    agency_id: str, household_id: str
+) -> tuple[_People, HouseholdRecord]:
     """Read the household, whether the agency may see it (NotFound if not, as for
-    ``accessible_household``), its members and who else works with it: one query."""
+    ``accessible_household``), its members, who else works with it, and its warnings and
+    incidents (``household_record``): one query."""
     parameters = {"agency_id": agency_id, "household_id": household_id, "now": utcnow()}
-    rows = db.session.execute(_HOUSEHOLD_AND_PEOPLE, parameters).all()
+    rows = db.session.execute(_BRIEFING, parameters).unique().all()
     if not rows:
         raise NotFound(NO_SUCH_HOUSEHOLD)
     household, involved_now, issuer = rows[0][:3]
@@ -96,38 +98,52 @@ def _household_and_people(agency_id: str, household_id: str) -> _People:
     members = [row.Person for row in rows if row.Person is not None]
     others = [row.Involvement for row in rows if row.Involvement is not None]
     agencies = {row.Agency.id: row.Agency for row in rows if row.Agency is not None}
-    return _People(household, may_see, members, others, agencies)
+    record = record_of(
+        (row.WarningMarker, row.issuer, row.Incident, row.warning_id) for row in rows
+    )
+    return _People(household, may_see, members, others, agencies), record
 
 
-def _shown(model: type[EncryptedRecord], *columns: Any) -> ExecutableOption:
+def _shown(model: Any, *columns: Any) -> ExecutableOption:
     # Load only these columns of the record, and the data key that opens its personal fields;
     # reading any other attribute raises rather than querying again.
     return load_only(*columns, model.key_version, model.wrapped_key, raiseload=True)
 
 
 # Built once (compiled form and cache key reused): every briefing runs it. The household's
-# row is doubled (``_SIDES``): members join one copy and other agencies' involvements the
-# other, so the rows are members plus involvements, never members times involvements (ten
-# members and twelve agencies: 22 rows and ~0.6 ms of CPU, where their product, 120 rows, took
-# ~2.5 ms, more than the three round trips this one replaces).
-_MEMBERS_SIDE, _OTHERS_SIDE = literal_column("1", Integer), literal_column("2", Integer)
-_SIDES = union_all(select(_MEMBERS_SIDE.label("side")), select(_OTHERS_SIDE)).subquery("sides")
+# row is repeated, once per side (``_SIDES``): members join the first copy, other agencies'
+# current involvements (with their agencies) the second, the household's warnings (with their
+# issuers and shares) the third, its incidents (with the warnings resting on them) the
+# fourth. So the rows are members plus involvements plus warnings plus incidents, never their
+# product (ten members and twelve agencies: 22 rows and ~0.6 ms of CPU, where their product,
+# 120 rows, took ~2.5 ms), in one round trip: a statement costs more CPU than its rows.
+_MEMBERS, _OTHERS, _WARNINGS, _INCIDENTS = (literal_column(str(n), Integer) for n in (1, 2, 3, 4))
+_SIDES = union_all(
+    select(_MEMBERS.label("side")), select(_OTHERS), select(_WARNINGS), select(_INCIDENTS)
+).subquery("sides")
 _SIDE = _SIDES.c.side
 _AGENCY: BindParameter[str] = bindparam("agency_id")
 _NOW: BindParameter[datetime] = bindparam("now")
-_HOUSEHOLD_AND_PEOPLE = (
+_ISSUER = aliased(Agency, name="issuer")
+_BRIEFING = (
     select(Household, *household_access(_AGENCY, Household.id, at=_NOW), Person, Involvement,
-           Agency)
+           Agency, WarningMarker, _ISSUER, Incident, warning_incident.c.warning_id)
     .select_from(Household)
     .join(_SIDES, true())
-    .outerjoin(Person, and_(_SIDE == _MEMBERS_SIDE, Person.household_id == Household.id))
-    .outerjoin(Involvement, and_(_SIDE == _OTHERS_SIDE, others_working_with(Household.id, _AGENCY)))
+    .outerjoin(Person, and_(_SIDE == _MEMBERS, Person.household_id == Household.id))
+    .outerjoin(Involvement, and_(_SIDE == _OTHERS, others_working_with(Household.id, _AGENCY)))
     .outerjoin(Agency, Agency.id == Involvement.agency_id)
+    .outerjoin(WarningMarker, and_(_SIDE == _WARNINGS, WarningMarker.household_id == Household.id))
+    .outerjoin(_ISSUER, _ISSUER.id == WarningMarker.issuing_agency_id)
+    .outerjoin(Incident, and_(_SIDE == _INCIDENTS, Incident.household_id == Household.id))
+    .outerjoin(warning_incident, warning_incident.c.incident_id == Incident.id)
     .where(Household.id == bindparam("household_id"))
-    .order_by(_SIDE, Person.created_at, Person.id, Involvement.started_at, Involvement.id)
+    .order_by(_SIDE, Person.created_at, Person.id, Involvement.started_at, Involvement.id,
+              WarningMarker.created_at, Incident.occurred_on.desc(), Incident.id)
     # Only the columns the briefing shows (no blind indexes, no timestamps): each column
-    # selected costs CPU in every briefing.
+    # selected costs CPU in every briefing. A warning's few shares: joined, not a query.
     .options(
+        joinedload(WarningMarker.shares),
         _shown(Household, Household.uprn_sealed, Household.address_line1_sealed,
                Household.address_line2_sealed, Household.town_sealed, Household.postcode_sealed),
         _shown(Person, Person.household_id, Person.role, Person.given_name_sealed,
@@ -136,5 +152,6 @@ _HOUSEHOLD_AND_PEOPLE = (
         _shown(Involvement, Involvement.agency_id, Involvement.lead_practitioner_sealed,
                Involvement.lead_contact_sealed, Involvement.contact_route_sealed),
         _shown(Agency, Agency.name, Agency.duty_contact_sealed),
+        _shown(_ISSUER, _ISSUER.name, _ISSUER.duty_contact_sealed),
     )
 )  # fmt: skip

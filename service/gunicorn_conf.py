@@ -8,6 +8,7 @@ private one (mode 0700) made at start and removed at exit. A worker that dies ke
 its files stay and are still added up, so counters never go backwards.
 """
 
+import gc
 import os
 import shutil
 import sys
@@ -82,6 +83,18 @@ def post_fork(server: Any, worker: Any) -> None:
     listener = _metrics.get("listener")
     if listener is not None:
         listener.socket.close()
+
+
+def post_worker_init(worker: Any) -> None:
+    """Keep the loaded application out of the garbage collector's way (``gc.freeze``).
+
+    The ~150,000 objects the worker made loading the app (modules, mappers, compiled
+    statements, schemas) live as long as it does, yet every full collection walks them all:
+    one took ~70 ms, and a request pays for the collections its allocations trigger (about 2%
+    of the look-up's and briefing's CPU, in its p99 most). Frozen, they are left out of every
+    collection; what requests allocate is collected as before.
+    """
+    gc.freeze()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -452,11 +452,21 @@ def household_record(household_id: str) -> HouseholdRecord:
     incidents, each incident once with the warnings resting on it: one query, however much
     the household holds."""
     loaded = db.session.execute(_HOUSEHOLD_RECORD, {"household_id": household_id}).unique()
+    return record_of(tuple(row) for row in loaded)
+
+
+RecordRow = tuple[WarningMarker | None, Agency | None, Incident | None, str | None]
+
+
+def record_of(loaded: Iterable[RecordRow]) -> HouseholdRecord:
+    """Assemble a household's record from rows of a warning with its issuer (its shares
+    loaded), or an incident with the id of a warning resting on it (or None): the warnings'
+    rows first, in the order they were made, then the incidents', newest first."""
     issuers: dict[str, Agency] = {}
     warnings: list[WarningMarker] = []
     rows: list[tuple[Incident, str | None]] = []
-    for warning, issuer, incident, warning_id in loaded:  # the warnings' rows come first
-        if warning is not None:
+    for warning, issuer, incident, warning_id in loaded:
+        if warning is not None and issuer is not None:
             warnings.append(warning)
             issuers[issuer.id] = issuer
         elif incident is not None:

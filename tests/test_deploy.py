@@ -12,6 +12,7 @@ in front of a real upstream. ALERTSHARE_TEST_DEPLOY_LOCAL=1 also brings deploy/l
 from __future__ import annotations
 
 import base64
+import gc
 import http.client
 import ipaddress
 import json
@@ -269,6 +270,18 @@ def test_gunicorn_file_sets_only_real_settings() -> None:
     config, namespace = gunicorn_settings()
     own = re.findall(r"^([a-z]\w*) = ", (DEPLOY / "gunicorn.conf.py").read_text(), re.MULTILINE)
     assert own and not set(own) - set(config.settings)
+
+
+def test_a_worker_leaves_the_loaded_app_out_of_garbage_collections() -> None:
+    # gunicorn calls post_worker_init once the worker has loaded the app (deploy/gunicorn.conf.py
+    # takes the app's hooks too): what it loaded is frozen, out of every later collection.
+    config, _ = gunicorn_settings()
+    assert gc.get_freeze_count() == 0
+    try:
+        config.post_worker_init(None)
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
 
 
 def test_gunicorn_never_refuses_what_nginx_lets_through() -> None:

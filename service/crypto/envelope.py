@@ -24,9 +24,10 @@ FORMAT_V1 = b"\x01"
 _MIN_SEALED = len(FORMAT_V1) + NONCE_BYTES + TAG_BYTES
 
 
-def _encode(label: str, *parts: str) -> bytes:
-    # Length-prefix every part so no choice of names can make two tuples encode the same.
-    return b"".join((b"alertshare/v1/", label.encode("ascii"), *map(_encoded_part, parts)))
+# Associated data: a label, then each name length-prefixed, so that no choice of names can make
+# two tuples encode the same.
+_FIELD_LABEL = b"alertshare/v1/field"
+_KEY_LABEL = b"alertshare/v1/data-key"
 
 
 def _encoded_part(part: str) -> bytes:
@@ -36,18 +37,22 @@ def _encoded_part(part: str) -> bytes:
     return struct.pack(">I", len(raw)) + raw
 
 
-# Field names are few and fixed: each is encoded once.
-_encoded_field = functools.lru_cache(maxsize=256)(_encoded_part)
+# Table and field names are few and fixed: each is encoded once.
+_encoded_name = functools.lru_cache(maxsize=256)(_encoded_part)
+
+
+def _encoded_record(table: str, record_id: str) -> bytes:
+    return _encoded_name(table) + _encoded_part(record_id)
 
 
 def field_aad(table: str, record_id: str, field: str) -> bytes:
     """Return associated data binding a sealed field to its table, record and field name."""
-    return _encode("field", table, record_id, field)
+    return _FIELD_LABEL + _encoded_record(table, record_id) + _encoded_name(field)
 
 
 def key_aad(table: str, record_id: str) -> bytes:
     """Return associated data binding a wrapped data key to its table and record."""
-    return _encode("data-key", table, record_id)
+    return _KEY_LABEL + _encoded_record(table, record_id)
 
 
 def rewrap_key(
@@ -69,7 +74,7 @@ class RecordCipher:
             raise ValueError(f"data key must be exactly {KEY_BYTES} bytes")
         # The associated data of this record's fields up to the field name: built (and the
         # names validated) once, not at every field sealed or opened.
-        self._field_aad_prefix = _encode("field", table, record_id)
+        self._field_aad_prefix = _FIELD_LABEL + _encoded_record(table, record_id)
         self._provider = provider
         self.table = table
         self.record_id = record_id
@@ -110,7 +115,7 @@ class RecordCipher:
 
     def _field_aad(self, field: str) -> bytes:
         # Equal to field_aad(self.table, self.record_id, field).
-        return self._field_aad_prefix + _encoded_field(field)
+        return self._field_aad_prefix + _encoded_name(field)
 
     def _where(self, field: str) -> str:
         return f"{self.table}.{field} for record {self.record_id}"
