@@ -12,6 +12,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     literal_column,
+    or_,
     select,
     true,
     union_all,
@@ -105,18 +106,21 @@ def _household_people_and_record(
 
 
 def _shown(model: Any, *columns: Any) -> ExecutableOption:
-    # Load only these columns of the record, and the data key that opens its personal fields;
-    # reading any other attribute raises rather than querying again.
-    return load_only(*columns, model.key_version, model.wrapped_key, raiseload=True)
+    # Load only these columns of the record, and the data key that opens its personal fields.
+    # Another attribute read later in the request is loaded by a query of its own (so a
+    # briefing that began to read one would show in tests/api/test_query_counts.py).
+    return load_only(*columns, model.key_version, model.wrapped_key)
 
 
 # Built once (compiled form and cache key reused): every briefing runs it. The household's
 # row is repeated, once per side (``_SIDES``): members join the first copy, other agencies'
 # current involvements (with their agencies) the second, the household's warnings (with their
 # issuers and shares) the third, its incidents (with the warnings resting on them) the
-# fourth. So the rows are members plus involvements plus warnings plus incidents, never their
-# product (ten members and twelve agencies: 22 rows and ~0.6 ms of CPU, where their product,
-# 120 rows, took ~2.5 ms), in one round trip: a statement costs more CPU than its rows.
+# fourth. So the rows are members plus involvements plus warnings (one per share) plus
+# incidents (one per warning resting on them), never their product (ten members and twelve
+# agencies: 22 rows and ~0.6 ms of CPU, where their product, 120 rows, took ~2.5 ms), in one
+# round trip: a statement costs more CPU than its rows. The caller's access is asked of the
+# household id itself, once, and a caller refused it gets no rows (NotFound), nothing loaded.
 _MEMBERS, _OTHERS, _WARNINGS, _INCIDENTS = (literal_column(str(n), Integer) for n in (1, 2, 3, 4))
 _SIDES = union_all(
     select(_MEMBERS.label("side")), select(_OTHERS), select(_WARNINGS), select(_INCIDENTS)
@@ -124,10 +128,12 @@ _SIDES = union_all(
 _SIDE = _SIDES.c.side
 _AGENCY: BindParameter[str] = bindparam("agency_id")
 _NOW: BindParameter[datetime] = bindparam("now")
+_HOUSEHOLD_ID: BindParameter[str] = bindparam("household_id")
+_ACCESS = household_access(_AGENCY, _HOUSEHOLD_ID, at=_NOW)
 _ISSUER = aliased(Agency, name="issuer")
 _BRIEFING = (
-    select(Household, *household_access(_AGENCY, Household.id, at=_NOW), Person, Involvement,
-           Agency, WarningMarker, _ISSUER, Incident, warning_incident.c.warning_id)
+    select(Household, *_ACCESS, Person, Involvement, Agency, WarningMarker, _ISSUER, Incident,
+           warning_incident.c.warning_id)
     .select_from(Household)
     .join(_SIDES, true())
     .outerjoin(Person, and_(_SIDE == _MEMBERS, Person.household_id == Household.id))
@@ -137,9 +143,10 @@ _BRIEFING = (
     .outerjoin(_ISSUER, _ISSUER.id == WarningMarker.issuing_agency_id)
     .outerjoin(Incident, and_(_SIDE == _INCIDENTS, Incident.household_id == Household.id))
     .outerjoin(warning_incident, warning_incident.c.incident_id == Incident.id)
-    .where(Household.id == bindparam("household_id"))
+    .where(Household.id == _HOUSEHOLD_ID, or_(*_ACCESS))
     .order_by(_SIDE, Person.created_at, Person.id, Involvement.started_at, Involvement.id,
-              WarningMarker.created_at, Incident.occurred_on.desc(), Incident.id)
+              WarningMarker.created_at, WarningMarker.id, Incident.occurred_on.desc(),
+              Incident.id)
     # Only the columns the briefing shows (no blind indexes, no timestamps): each column
     # selected costs CPU in every briefing. A warning's few shares: joined, not a query.
     .options(

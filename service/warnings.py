@@ -492,11 +492,12 @@ def record_of(loaded: Iterable[RecordRow]) -> HouseholdRecord:
     return HouseholdRecord(warnings, incidents, issuers)
 
 
-# Built once (compiled form and cache key reused): every briefing reads a household's record.
-# Two sides, as the briefing's household-and-people statement has: the warnings join one, each
-# with its issuer (one agency: no more rows), which every document of a warning names; the
-# incidents, each with the warnings resting on it, the other. So the rows are warnings plus
-# incidents, never their product, in one round trip (a statement costs more CPU than its rows).
+# Built once (compiled form and cache key reused): the incident list reads a household's
+# record. Two sides (the briefing's statement, in service.briefings, has four): the warnings
+# join one, each with its issuer (one agency: no more rows), which every document of a warning
+# names; the incidents, each with the warnings resting on it, the other. So the rows are
+# warnings plus incidents, never their product, in one round trip (a statement costs more CPU
+# than its rows).
 _WARNINGS_SIDE, _INCIDENTS_SIDE = literal_column("1", Integer), literal_column("2", Integer)
 _RECORD_SIDES = union_all(select(_WARNINGS_SIDE.label("side")), select(_INCIDENTS_SIDE)).subquery(
     "record_sides"
@@ -512,8 +513,8 @@ _HOUSEHOLD_RECORD = (
                               Incident.household_id == _HOUSEHOLD_ID))
     .outerjoin(warning_incident, warning_incident.c.incident_id == Incident.id)
     .options(joinedload(WarningMarker.shares))  # a few shares a warning: joined, not a query
-    .order_by(_RECORD_SIDES.c.side, WarningMarker.created_at, Incident.occurred_on.desc(),
-              Incident.id)
+    .order_by(_RECORD_SIDES.c.side, WarningMarker.created_at, WarningMarker.id,
+              Incident.occurred_on.desc(), Incident.id)
 )  # fmt: skip
 
 
@@ -552,11 +553,14 @@ class Flag:
     issuers: dict[str, AgencyContact] = field(default_factory=dict)
 
 
-def add_to_flag(flag: Flag, warning: Row[Any], agency_id: str, today: date) -> None:
+def add_to_flag(
+    flag: Flag, warning: Row[Any], agency_id: str, today: date, contacts: dict[str, AgencyContact]
+) -> None:
     """Count one active warning into its household's flag, as ``agency_id`` may see it.
 
     ``warning`` is a row of ``with_active_warnings``: the warning's flag columns, whether it
     is shared with the agency (``shared_with_agency``) and its issuer's contact columns.
+    ``contacts`` holds the issuers opened so far by the look-up, by id (each is opened once).
     """
     flag.active_warnings = True
     if flag.risk_level is None or RISK_ORDER[warning.risk_level] > RISK_ORDER[flag.risk_level]:
@@ -567,11 +571,13 @@ def add_to_flag(flag: Flag, warning: Row[Any], agency_id: str, today: date) -> N
         flag.categories.update(warning.categories.split())
         flag.precautions.update(warning.precautions.split())
     flag.review_overdue = flag.review_overdue or warning.review_by < today
-    if warning.issuing_agency_id not in flag.issuers:  # opened once however many it issued
-        flag.issuers[warning.issuing_agency_id] = AgencyContact.opened(
-            warning.issuing_agency_id, warning.issuer_name, warning.issuer_key_version,
-            warning.issuer_wrapped_key, warning.issuer_duty_contact_sealed,
+    issuer = warning.issuing_agency_id
+    if issuer not in contacts:  # opened once a look-up, however many warnings it issued
+        contacts[issuer] = AgencyContact.opened(
+            issuer, warning.issuer_name, warning.issuer_key_version, warning.issuer_wrapped_key,
+            warning.issuer_duty_contact_sealed,
         )  # fmt: skip
+    flag.issuers.setdefault(issuer, contacts[issuer])
 
 
 def with_active_warnings(

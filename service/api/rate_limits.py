@@ -299,7 +299,7 @@ class MemoryCounters(Storage):
         super().__init__()
         self._clock = clock
         self._windows: dict[str, tuple[int, float]] = {}  # key: (count, when its window ends)
-        self._lock = threading.Lock()  # gthread workers count from several threads
+        self._lock = threading.Lock()  # a threaded server counts from several threads
         self._next_sweep = 0.0
 
     @property

@@ -38,7 +38,13 @@ def _encoded_part(part: str) -> bytes:
 
 
 # Table and field names are few and fixed: each is encoded once.
-_encoded_name = functools.lru_cache(maxsize=256)(_encoded_part)
+_encoded_known_name = functools.lru_cache(maxsize=256)(_encoded_part)
+
+
+def _encoded_name(name: str) -> bytes:
+    if not isinstance(name, str):  # unhashable names too: a ValueError, as for any other part
+        raise ValueError("table, record id and field must be non-empty strings")
+    return _encoded_known_name(name)
 
 
 def _encoded_record(table: str, record_id: str) -> bytes:

@@ -37,8 +37,9 @@ def test_a_restricted_warning_published_mid_read_shows_nothing_of_itself(
     published: list[bool] = []
 
     def publish_between_the_reads(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        # Just before the incident read of the reader's request, another agency commits a
-        # warning restricted from the reader, with a new incident.
+        # Just before the reader's request reads the household's warnings and incidents (one
+        # statement since the briefing's reads were merged; the incident list's too), another
+        # agency commits a warning restricted from the reader, with a new incident.
         if published or "warning_incident" not in statement or "LEFT OUTER JOIN" not in statement:
             return
         published.append(True)
