@@ -13,10 +13,12 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    ColumnClause,
     ColumnElement,
     Integer,
     Row,
     Select,
+    Subquery,
     and_,
     bindparam,
     exists,
@@ -492,16 +494,23 @@ def record_of(loaded: Iterable[RecordRow]) -> HouseholdRecord:
     return HouseholdRecord(warnings, incidents, issuers)
 
 
+def sides(count: int, name: str) -> tuple[list[ColumnClause[int]], Subquery]:
+    """The sides of a statement that reads several kinds of row about one record: a subquery of
+    ``count`` rows (1, 2, ...) in its column ``side``, and those numbers to join each kind on.
+    Joined to the record's row, each kind joins its own copy, so the rows are the kinds' sum,
+    never their product."""
+    numbers = [literal_column(str(n), Integer) for n in range(1, count + 1)]
+    rows = union_all(select(numbers[0].label("side")), *(select(n) for n in numbers[1:]))
+    return numbers, rows.subquery(name)
+
+
 # Built once (compiled form and cache key reused): the incident list reads a household's
 # record. Two sides (the briefing's statement, in service.briefings, has four): the warnings
 # join one, each with its issuer (one agency: no more rows), which every document of a warning
 # names; the incidents, each with the warnings resting on it, the other. So the rows are
 # warnings plus incidents, never their product, in one round trip (a statement costs more CPU
 # than its rows).
-_WARNINGS_SIDE, _INCIDENTS_SIDE = literal_column("1", Integer), literal_column("2", Integer)
-_RECORD_SIDES = union_all(select(_WARNINGS_SIDE.label("side")), select(_INCIDENTS_SIDE)).subquery(
-    "record_sides"
-)
+(_WARNINGS_SIDE, _INCIDENTS_SIDE), _RECORD_SIDES = sides(2, "record_sides")
 _HOUSEHOLD_ID: BindParameter[str] = bindparam("household_id")
 _HOUSEHOLD_RECORD = (
     select(WarningMarker, Agency, Incident, warning_incident.c.warning_id)
