@@ -4,18 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
 
-from sqlalchemy import (
-    BindParameter,
-    and_,
-    bindparam,
-    or_,
-    select,
-    true,
-)
-from sqlalchemy.orm import aliased, joinedload, load_only
-from sqlalchemy.sql.base import ExecutableOption
+from sqlalchemy import BindParameter, and_, bindparam, or_, select, true
 
 from service.database import db, utcnow
 from service.errors import NotFound
@@ -26,31 +16,36 @@ from service.involvements import (
     household_access,
     others_working_with,
 )
-from service.models.agency import Agency
-from service.models.household import Household, Person
+from service.models.agency import Agency, AgencyContact
+from service.models.household import Household, HouseholdRow, Person, PersonRow
 from service.models.incident import Incident
-from service.models.involvement import Involvement
-from service.models.warning import WarningMarker, warning_incident
+from service.models.involvement import Involvement, InvolvementRow
+from service.models.warning import WarningMarker, WarningRow
 from service.vocabulary import strictest_first
 from service.warnings import (
+    RECORD_COLUMNS,
+    RECORD_ORDER,
     HouseholdRecord,
+    column_slices,
     may_see_detail,
     readable_incidents,
     record_of,
+    record_rows,
     sides,
+    with_record,
 )
 
 
 @dataclass(frozen=True)
 class Briefing:
-    household: Household
-    members: list[Person]
-    warnings: list[WarningMarker]  # active, and the caller may see their detail
-    flagged: list[WarningMarker]  # active and restricted from the caller: risk and issuer only
+    household: HouseholdRow
+    members: list[PersonRow]
+    warnings: list[WarningRow]  # active, and the caller may see their detail
+    flagged: list[WarningRow]  # active and restricted from the caller: risk and issuer only
     precautions: list[str]  # of the warnings above, strictest first
-    other_agencies: list[Involvement]
+    other_agencies: list[InvolvementRow]
     counts: IncidentCounts
-    agencies: dict[str, Agency]  # every agency named above (issuers, other agencies), by id
+    agencies: dict[str, AgencyContact]  # every agency named above (issuers, other agencies)
 
     @property
     def children_present(self) -> bool:
@@ -80,11 +75,11 @@ def brief(household_id: str, agency_id: str, today: date) -> Briefing:
 
 @dataclass(frozen=True)
 class _People:
-    household: Household
+    household: HouseholdRow
     involved_now: bool  # the caller works with the household now
-    members: list[Person]  # in the order they were added
-    others: list[Involvement]  # other agencies' current involvements, oldest first
-    agencies: dict[str, Agency]  # those agencies, by id
+    members: list[PersonRow]  # in the order they were added
+    others: list[InvolvementRow]  # other agencies' current involvements, oldest first
+    agencies: dict[str, AgencyContact]  # those agencies, by id
 
 
 def _household_people_and_record(
@@ -92,73 +87,59 @@ def _household_people_and_record(
 ) -> tuple[_People, HouseholdRecord]:
     """Read the household, whether the agency may see it (NotFound if not, as for
     ``accessible_household``), its members, who else works with it, and its warnings and
-    incidents (``household_record``): one query."""
+    incidents (``household_record``): one query, plain rows."""
     parameters = {"agency_id": agency_id, "household_id": household_id, "now": utcnow()}
-    rows = db.session.execute(_BRIEFING, parameters).unique().all()
+    rows = db.session.connection().execute(_BRIEFING, parameters).all()
     if not rows:
         raise NotFound(NO_SUCH_HOUSEHOLD)
-    household, involved_now, issuer = rows[0][:3]
+    involved_now, issuer = rows[0][_ACCESS_AT]
     may_see = check_access(involved_now, issuer)
-    members = [row.Person for row in rows if row.Person is not None]
-    others = [row.Involvement for row in rows if row.Involvement is not None]
-    agencies = {row.Agency.id: row.Agency for row in rows if row.Agency is not None}
-    record = record_of(
-        (row.WarningMarker, row.issuer, row.Incident, row.warning_id) for row in rows
-    )
-    return _People(household, may_see, members, others, agencies), record
-
-
-def _shown(model: Any, *columns: Any) -> ExecutableOption:
-    # Load only these columns of the record, and the data key that opens its personal fields.
-    # Another attribute read later in the request is loaded by a query of its own (so a
-    # briefing that began to read one would show in tests/api/test_query_counts.py).
-    return load_only(*columns, model.key_version, model.wrapped_key)
+    members, others, agencies = [], [], {}
+    for row in rows:
+        if row[_MEMBER_AT.start] is not None:
+            members.append(PersonRow(row[_MEMBER_AT]))
+        elif row[_OTHER_AT.start] is not None:
+            others.append(InvolvementRow(row[_OTHER_AT]))
+            agency = AgencyContact.opened(*row[_AGENCY_AT])
+            agencies[agency.id] = agency
+    record = record_of(record_rows(rows))
+    return _People(HouseholdRow(rows[0][_HOUSEHOLD_AT]), may_see, members, others, agencies), record
 
 
 # Built once (compiled form and cache key reused): every briefing runs it. The household's
 # row is repeated, once per side (``_SIDES``): members join the first copy, other agencies'
 # current involvements (with their agencies) the second, the household's warnings (with their
-# issuers and shares) the third, its incidents (with the warnings resting on them) the
-# fourth. So the rows are members plus involvements plus warnings (one per share) plus
-# incidents (one per warning resting on them), never their product (ten members and twelve
-# agencies: 22 rows and ~0.6 ms of CPU, where their product, 120 rows, took ~2.5 ms), in one
-# round trip: a statement costs more CPU than its rows. The caller's access is asked of the
-# household id itself, once, and a caller refused it gets no rows (NotFound), nothing loaded.
+# issuers) the third, its incidents (with the warnings resting on them) the fourth. So the
+# rows are members plus involvements plus warnings plus incidents (one per warning resting on
+# them), never their product (ten members and twelve agencies: 22 rows and ~0.6 ms of CPU,
+# where their product, 120 rows, took ~2.5 ms), in one round trip: a statement costs more CPU
+# than its rows. Plain columns, read into plain rows (``SealedRow``): ORM instances were the
+# largest share of a briefing's CPU. Only the columns the briefing shows (no blind indexes, no
+# timestamps): each column selected costs CPU in every briefing. The caller's access is asked
+# of the household id itself, once, and a caller refused it gets no rows (NotFound).
 (_MEMBERS, _OTHERS, _WARNINGS, _INCIDENTS), _SIDES = sides(4, "sides")
 _SIDE = _SIDES.c.side
 _AGENCY: BindParameter[str] = bindparam("agency_id")
 _NOW: BindParameter[datetime] = bindparam("now")
 _HOUSEHOLD_ID: BindParameter[str] = bindparam("household_id")
 _ACCESS = household_access(_AGENCY, _HOUSEHOLD_ID, at=_NOW)
-_ISSUER = aliased(Agency, name="issuer")
+_PARTS = (
+    HouseholdRow.columns(Household), _ACCESS, PersonRow.columns(Person),
+    InvolvementRow.columns(Involvement), AgencyContact.columns(Agency), RECORD_COLUMNS,
+)  # fmt: skip
+_HOUSEHOLD_AT, _ACCESS_AT, _MEMBER_AT, _OTHER_AT, _AGENCY_AT, _ = column_slices(_PARTS)
 _BRIEFING = (
-    select(Household, *_ACCESS, Person, Involvement, Agency, WarningMarker, _ISSUER, Incident,
-           warning_incident.c.warning_id)
-    .select_from(Household)
-    .join(_SIDES, true())
-    .outerjoin(Person, and_(_SIDE == _MEMBERS, Person.household_id == Household.id))
-    .outerjoin(Involvement, and_(_SIDE == _OTHERS, others_working_with(Household.id, _AGENCY)))
-    .outerjoin(Agency, Agency.id == Involvement.agency_id)
-    .outerjoin(WarningMarker, and_(_SIDE == _WARNINGS, WarningMarker.household_id == Household.id))
-    .outerjoin(_ISSUER, _ISSUER.id == WarningMarker.issuing_agency_id)
-    .outerjoin(Incident, and_(_SIDE == _INCIDENTS, Incident.household_id == Household.id))
-    .outerjoin(warning_incident, warning_incident.c.incident_id == Incident.id)
+    with_record(
+        select(*(column for part in _PARTS for column in part))
+        .select_from(Household)
+        .join(_SIDES, true())
+        .outerjoin(Person, and_(_SIDE == _MEMBERS, Person.household_id == Household.id))
+        .outerjoin(Involvement, and_(_SIDE == _OTHERS, others_working_with(Household.id, _AGENCY)))
+        .outerjoin(Agency, Agency.id == Involvement.agency_id),
+        and_(_SIDE == _WARNINGS, WarningMarker.household_id == Household.id),
+        and_(_SIDE == _INCIDENTS, Incident.household_id == Household.id),
+    )
     .where(Household.id == _HOUSEHOLD_ID, or_(*_ACCESS))
     .order_by(_SIDE, Person.created_at, Person.id, Involvement.started_at, Involvement.id,
-              WarningMarker.created_at, WarningMarker.id, Incident.occurred_on.desc(),
-              Incident.id)
-    # Only the columns the briefing shows (no blind indexes, no timestamps): each column
-    # selected costs CPU in every briefing. A warning's few shares: joined, not a query.
-    .options(
-        joinedload(WarningMarker.shares),
-        _shown(Household, Household.uprn_sealed, Household.address_line1_sealed,
-               Household.address_line2_sealed, Household.town_sealed, Household.postcode_sealed),
-        _shown(Person, Person.household_id, Person.role, Person.given_name_sealed,
-               Person.family_name_sealed, Person.date_of_birth_sealed, Person.nhs_number_sealed,
-               Person.relationship_sealed),
-        _shown(Involvement, Involvement.agency_id, Involvement.lead_practitioner_sealed,
-               Involvement.lead_contact_sealed, Involvement.contact_route_sealed),
-        _shown(Agency, Agency.name, Agency.duty_contact_sealed),
-        _shown(_ISSUER, _ISSUER.name, _ISSUER.duty_contact_sealed),
-    )
+              *RECORD_ORDER)
 )  # fmt: skip

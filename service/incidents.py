@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from service.database import db, utcnow
 from service.errors import InvalidInput
 from service.models.household import Household
-from service.models.incident import Incident
+from service.models.incident import Incident, IncidentRow
 from service.notifications import incident_recorded
 from service.vocabulary import (
     CATEGORIES,
@@ -89,7 +89,7 @@ class IncidentCounts:
 
 
 def count_recent(
-    readable: list[Incident], withheld: list[Incident], uncovered: set[str], today: date
+    readable: list[IncidentRow], withheld: list[IncidentRow], uncovered: set[str], today: date
 ) -> IncidentCounts:
     """Count the last twelve months' incidents by category, across every agency.
 

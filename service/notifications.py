@@ -25,7 +25,7 @@ from service.models.notification import (
     AgencyNotificationSettings,
     Notification,
 )
-from service.models.warning import WarningMarker
+from service.models.warning import WarningMarker, WarningRow
 from service.outbox import Event, Involved, emit, seen_once
 
 # A warning's change (as its versions name it) and the event it is announced as.
@@ -65,7 +65,7 @@ def incident_recorded(incident: Incident) -> None:
                household_id=incident.household_id, subject_id=incident.id))  # fmt: skip
 
 
-def warnings_read(warnings: Iterable[WarningMarker], reader: str, today: date) -> None:
+def warnings_read(warnings: Iterable[WarningMarker | WarningRow], reader: str, today: date) -> None:
     """Tell each issuer that another agency read its warning's detail: once per reader agency,
     warning and day, unless the issuer has turned this off."""
     told = [

@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from itertools import accumulate
 from typing import Any
 
 from sqlalchemy import (
@@ -22,13 +23,13 @@ from sqlalchemy import (
     and_,
     bindparam,
     exists,
+    func,
     literal_column,
     or_,
     select,
     union_all,
 )
-from sqlalchemy.orm import joinedload, selectinload
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import aliased, selectinload
 
 from service.context import RECORD_ID_PATTERN
 from service.database import db, utcnow
@@ -40,9 +41,10 @@ from service.involvements import (
 )
 from service.models.agency import Agency, AgencyContact
 from service.models.household import Household, Person
-from service.models.incident import Incident
+from service.models.incident import Incident, IncidentRow
 from service.models.warning import (
     WarningMarker,
+    WarningRow,
     WarningShare,
     WarningVersion,
     warning_incident,
@@ -99,7 +101,7 @@ class Evidence:
 # --- who may see what --------------------------------------------------------------------------
 
 
-def may_see_detail(warning: WarningMarker, agency_id: str, is_involved: bool) -> bool:
+def may_see_detail(warning: WarningMarker | WarningRow, agency_id: str, is_involved: bool) -> bool:
     """The issuer always; otherwise an involved agency, if it is a restricted warning's sharer."""
     if warning.issuing_agency_id == agency_id:
         return True
@@ -442,44 +444,46 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 @dataclass(frozen=True)
 class HouseholdRecord:
     """Every warning about a household, whatever its status, each with its incidents, and
-    every incident recorded there, newest first; and the warnings' issuers, by id."""
+    every incident recorded there, newest first; and the warnings' issuers, by id. Read as
+    plain rows (``SealedRow``): a briefing reads many, and ORM instances cost it most."""
 
-    warnings: list[WarningMarker]
-    incidents: list[Incident]
-    issuers: dict[str, Agency]
+    warnings: list[WarningRow]
+    incidents: list[IncidentRow]
+    issuers: dict[str, AgencyContact]
 
 
 def household_record(household_id: str) -> HouseholdRecord:
     """Load the household's warnings (with whom they are shared, and their issuers) and
     incidents, each incident once with the warnings resting on it: one query, however much
     the household holds."""
-    loaded = db.session.execute(_HOUSEHOLD_RECORD, {"household_id": household_id}).unique()
-    return record_of(tuple(row) for row in loaded)
+    rows = db.session.connection().execute(_HOUSEHOLD_RECORD, {"household_id": household_id})
+    return record_of(record_rows(rows))
 
 
-RecordRow = tuple[WarningMarker | None, Agency | None, Incident | None, str | None]
+RecordRow = tuple[WarningRow | None, AgencyContact | None, IncidentRow | None, str | None]
 
 
 def record_of(loaded: Iterable[RecordRow]) -> HouseholdRecord:
-    """Assemble a household's record from rows of a warning with its issuer (its shares
-    loaded), or an incident with the id of a warning resting on it (or None): the warnings'
-    rows first, in the order they were made, then the incidents', newest first."""
-    issuers: dict[str, Agency] = {}
-    warnings: list[WarningMarker] = []
-    rows: list[tuple[Incident, str | None]] = []
+    """Assemble a household's record from rows of a warning with its issuer, or an incident
+    with the id of a warning resting on it (or None), each incident one object for its
+    adjacent rows (``record_rows``): the warnings' rows first, in the order they were made,
+    then the incidents', newest first."""
+    issuers: dict[str, AgencyContact] = {}
+    warnings: list[WarningRow] = []
+    rows: list[tuple[IncidentRow, str | None]] = []
     for warning, issuer, incident, warning_id in loaded:
         if warning is not None and issuer is not None:
             warnings.append(warning)
             issuers[issuer.id] = issuer
         elif incident is not None:
             rows.append((incident, warning_id))
-    resting: dict[str, list[Incident]] = {warning.id: [] for warning in warnings}
+    resting: dict[str, list[IncidentRow]] = {warning.id: [] for warning in warnings}
     # One statement, one snapshot: a link to a warning not loaded cannot happen on PostgreSQL.
     # Kept as a guard all the same: such an incident would belong to a change newer than this
     # record (it may rest on a restricted warning), so it is left out, as if read before it.
     newer = {incident.id for incident, warning_id in rows
              if warning_id is not None and warning_id not in resting}  # fmt: skip
-    incidents: list[Incident] = []
+    incidents: list[IncidentRow] = []
     for incident, warning_id in rows:
         if incident.id in newer:
             continue
@@ -487,10 +491,8 @@ def record_of(loaded: Iterable[RecordRow]) -> HouseholdRecord:
             incidents.append(incident)
         if warning_id is not None:
             resting[warning_id].append(incident)
-    for warning in warnings:
-        # Filled in as if loaded: the relationship's order, and nothing marked as changed.
-        rested_on = sorted(resting[warning.id], key=lambda incident: incident.occurred_on)
-        set_committed_value(warning, "incidents", rested_on)
+    for warning in warnings:  # in the order of the relationship on WarningMarker
+        warning.incidents = sorted(resting[warning.id], key=lambda incident: incident.occurred_on)
     return HouseholdRecord(warnings, incidents, issuers)
 
 
@@ -504,6 +506,65 @@ def sides(count: int, name: str) -> tuple[list[ColumnClause[int]], Subquery]:
     return numbers, rows.subquery(name)
 
 
+def column_slices(parts: Sequence[Sequence[Any]]) -> list[slice]:
+    """Where each part of a statement's columns, selected one after another, sits in a row."""
+    ends = list(accumulate(len(part) for part in parts))
+    return [slice(end - len(part), end) for part, end in zip(parts, ends, strict=True)]
+
+
+# What a household's record reads, ending each row of its statements (the incident list's,
+# below, and the briefing's, in service.briefings): a warning with whom it is shared (one
+# aggregate, not a row per share) and its issuer, or an incident with the id of a warning
+# resting on it. Plain columns: run the statements on a Core connection.
+_ISSUER = aliased(Agency, name="issuer")
+_SHARED_WITH = (
+    select(func.aggregate_strings(WarningShare.agency_id, " "))
+    .where(WarningShare.warning_id == WarningMarker.id)
+    .scalar_subquery()
+)
+_RECORD_PARTS = (WarningRow.columns(WarningMarker), (_SHARED_WITH,),
+                 AgencyContact.columns(_ISSUER), IncidentRow.columns(Incident),
+                 (warning_incident.c.warning_id,))  # fmt: skip
+RECORD_COLUMNS = tuple(column for part in _RECORD_PARTS for column in part)
+_WARNING, _SHARES, _ISSUER_AT, _INCIDENT, _RESTING_ON = column_slices(_RECORD_PARTS)
+RECORD_ORDER = (WarningMarker.created_at, WarningMarker.id, Incident.occurred_on.desc(),
+                Incident.id)  # fmt: skip
+
+
+def with_record(
+    statement: Select[Any], warnings_on: ColumnElement[bool], incidents_on: ColumnElement[bool]
+) -> Select[Any]:
+    """Join a statement to the household's warnings (``warnings_on``), with their issuers, and
+    to its incidents (``incidents_on``), with the warnings resting on them: what
+    ``RECORD_COLUMNS`` reads."""
+    return (
+        statement.outerjoin(WarningMarker, warnings_on)
+        .outerjoin(_ISSUER, _ISSUER.id == WarningMarker.issuing_agency_id)
+        .outerjoin(Incident, incidents_on)
+        .outerjoin(warning_incident, warning_incident.c.incident_id == Incident.id)
+    )
+
+
+def record_rows(rows: Iterable[Sequence[Any]]) -> Iterator[RecordRow]:
+    """Read each row's ``RECORD_COLUMNS`` (ending it) into records: an incident's adjacent rows
+    into one object, each issuer opened once."""
+    issuers: dict[str, AgencyContact] = {}
+    incident: IncidentRow | None = None
+    start = -len(RECORD_COLUMNS)
+    for row in rows:
+        values = row[start:]
+        if values[_WARNING][0] is not None:
+            issuer_id = values[_ISSUER_AT][0]
+            if issuer_id not in issuers:
+                issuers[issuer_id] = AgencyContact.opened(*values[_ISSUER_AT])
+            warning = WarningRow(values[_WARNING], values[_SHARES][0])
+            yield warning, issuers[issuer_id], None, None
+        elif values[_INCIDENT][0] is not None:
+            if incident is None or incident.id != values[_INCIDENT][0]:
+                incident = IncidentRow(values[_INCIDENT])
+            yield None, None, incident, values[_RESTING_ON][0]
+
+
 # Built once (compiled form and cache key reused): the incident list reads a household's
 # record. Two sides (the briefing's statement, in service.briefings, has four): the warnings
 # join one, each with its issuer (one agency: no more rows), which every document of a warning
@@ -512,30 +573,22 @@ def sides(count: int, name: str) -> tuple[list[ColumnClause[int]], Subquery]:
 # than its rows).
 (_WARNINGS_SIDE, _INCIDENTS_SIDE), _RECORD_SIDES = sides(2, "record_sides")
 _HOUSEHOLD_ID: BindParameter[str] = bindparam("household_id")
-_HOUSEHOLD_RECORD = (
-    select(WarningMarker, Agency, Incident, warning_incident.c.warning_id)
-    .select_from(_RECORD_SIDES)
-    .outerjoin(WarningMarker, and_(_RECORD_SIDES.c.side == _WARNINGS_SIDE,
-                                   WarningMarker.household_id == _HOUSEHOLD_ID))
-    .outerjoin(Agency, Agency.id == WarningMarker.issuing_agency_id)
-    .outerjoin(Incident, and_(_RECORD_SIDES.c.side == _INCIDENTS_SIDE,
-                              Incident.household_id == _HOUSEHOLD_ID))
-    .outerjoin(warning_incident, warning_incident.c.incident_id == Incident.id)
-    .options(joinedload(WarningMarker.shares))  # a few shares a warning: joined, not a query
-    .order_by(_RECORD_SIDES.c.side, WarningMarker.created_at, WarningMarker.id,
-              Incident.occurred_on.desc(), Incident.id)
-)  # fmt: skip
+_HOUSEHOLD_RECORD = with_record(
+    select(*RECORD_COLUMNS).select_from(_RECORD_SIDES),
+    and_(_RECORD_SIDES.c.side == _WARNINGS_SIDE, WarningMarker.household_id == _HOUSEHOLD_ID),
+    and_(_RECORD_SIDES.c.side == _INCIDENTS_SIDE, Incident.household_id == _HOUSEHOLD_ID),
+).order_by(_RECORD_SIDES.c.side, *RECORD_ORDER)
 
 
 def readable_incidents(
     record: HouseholdRecord, agency_id: str, involved_now: bool
-) -> tuple[list[Incident], list[Incident]]:
+) -> tuple[list[IncidentRow], list[IncidentRow]]:
     """Return the household's incidents the agency may read, newest first, and the others:
     those only warnings it may not read (restricted, or withdrawn) rest on.
 
     An agency always reads the incidents it recorded, and those no warning rests on.
     """
-    resting_on: dict[str, list[WarningMarker]] = {}
+    resting_on: dict[str, list[WarningRow]] = {}
     for warning in record.warnings:
         for incident in warning.incidents:
             resting_on.setdefault(incident.id, []).append(warning)

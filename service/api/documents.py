@@ -14,11 +14,11 @@ from marshmallow import Schema
 from service.agencies import agencies_by_id
 from service.briefings import Briefing
 from service.models.agency import Agency, AgencyContact
-from service.models.household import Household, Person
-from service.models.incident import Incident
+from service.models.household import Household, HouseholdRow, Person, PersonRow
+from service.models.incident import Incident, IncidentRow
 from service.models.involvement import Involvement
 from service.models.notification import Delivery, Webhook
-from service.models.warning import WarningMarker, WarningVersion
+from service.models.warning import WarningMarker, WarningRow, WarningVersion
 from service.notifications import FeedItem, payload
 from service.vocabulary import CHILDREN_PROMPT, CUMULATIVE_PROMPT, PRE_VISIT_QUESTIONS, PRECAUTIONS
 from service.warnings import Flag, members_of
@@ -29,14 +29,14 @@ class Names:
     """The agencies and household members a response names, each loaded once for it (the
     session's identity map holds records only while something refers to them)."""
 
-    agencies: dict[str, Agency]
-    members: dict[str, Person]
+    agencies: dict[str, Agency] | dict[str, AgencyContact]
+    members: dict[str, Person] | dict[str, PersonRow]
 
     def issuer(self, agency_id: str) -> dict[str, Any]:
         return issuer(self.agencies[agency_id])
 
 
-def names_for(warnings: Iterable[WarningMarker]) -> Names:
+def names_for(warnings: Iterable[WarningMarker | WarningRow]) -> Names:
     """Load what the documents of these warnings will name."""
     warnings = list(warnings)
     agencies = agencies_by_id({w.issuing_agency_id for w in warnings})
@@ -61,7 +61,7 @@ def flag(value: Flag) -> dict[str, Any]:
     }
 
 
-def household(record: Household) -> dict[str, Any]:
+def household(record: Household | HouseholdRow) -> dict[str, Any]:
     return {
         "id": record.id,
         "uprn": record.uprn,
@@ -70,7 +70,7 @@ def household(record: Household) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def member(person: Person) -> dict[str, Any]:
+def member(person: Person | PersonRow) -> dict[str, Any]:
     return {
         "id": person.id, "given_name": person.given_name, "family_name": person.family_name,
         "date_of_birth": date.fromisoformat(person.date_of_birth) if person.date_of_birth else None,
@@ -89,7 +89,7 @@ def involvement(record: Involvement) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def incident(record: Incident) -> dict[str, Any]:
+def incident(record: Incident | IncidentRow) -> dict[str, Any]:
     return {
         "id": record.id, "household_id": record.household_id, "agency_id": record.agency_id,
         "occurred_on": record.occurred_on, "categories": record.category_list,
@@ -99,7 +99,7 @@ def incident(record: Incident) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _persons_of_concern(record: WarningMarker, names: Names) -> list[dict[str, Any]]:
+def _persons_of_concern(record: WarningMarker | WarningRow, names: Names) -> list[dict[str, Any]]:
     people = []
     for person in json.loads(record.persons_of_concern or "[]"):
         known = names.members.get(person.get("member_id", ""))
@@ -111,7 +111,9 @@ def _persons_of_concern(record: WarningMarker, names: Names) -> list[dict[str, A
     return people
 
 
-def warning(record: WarningMarker, today: date, names: Names | None = None) -> dict[str, Any]:
+def warning(
+    record: WarningMarker | WarningRow, today: date, names: Names | None = None
+) -> dict[str, Any]:
     names = names or names_for([record])
     return {
         "id": record.id, "household_id": record.household_id,

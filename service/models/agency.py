@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -51,6 +52,12 @@ class AgencyContact:
     id: str
     name: str
     duty_contact: str | None
+
+    @staticmethod
+    def columns(agency: Any) -> tuple[Any, ...]:
+        """The columns of ``agency`` (the model, or an alias of it) that ``opened`` takes."""
+        return (agency.id, agency.name, agency.key_version, agency.wrapped_key,
+                agency.duty_contact_sealed)  # fmt: skip
 
     @classmethod
     def opened(

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.crypto import BlindIndexer
 from service.database import Base, UTCDateTime, utcnow
-from service.models.encrypted import EncryptedRecord, Personal, new_id
+from service.models.encrypted import EncryptedRecord, Personal, SealedRow, new_id
 
 if TYPE_CHECKING:
     from service.models.involvement import Involvement
@@ -84,3 +84,24 @@ class Person(EncryptedRecord, Base):
     relationship = Personal()
 
     household: Mapped[Household] = orm.relationship(back_populates="members")
+
+
+class HouseholdRow(SealedRow):
+    """A household as the briefing reads it (see ``SealedRow``)."""
+
+    model = Household
+    uprn, town, postcode = Household.uprn, Household.town, Household.postcode
+    address_line1, address_line2 = Household.address_line1, Household.address_line2
+
+
+class PersonRow(SealedRow):
+    """A member as the briefing reads it (see ``SealedRow``)."""
+
+    model = Person
+    role: str
+    given_name, family_name = Person.given_name, Person.family_name
+    date_of_birth, nhs_number, relationship = (
+        Person.date_of_birth,
+        Person.nhs_number,
+        Person.relationship,
+    )

@@ -8,7 +8,7 @@ from sqlalchemy import Boolean, Date, ForeignKey, Index, LargeBinary, String, Te
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.database import Base, UTCDateTime, utcnow
-from service.models.encrypted import EncryptedRecord, Personal, new_id
+from service.models.encrypted import EncryptedRecord, Personal, SealedRow, new_id
 
 
 class Incident(EncryptedRecord, Base):
@@ -32,6 +32,24 @@ class Incident(EncryptedRecord, Base):
     summary = Personal()
     description = Personal()
     crime_reference = Personal()
+
+    @property
+    def category_list(self) -> list[str]:
+        return self.categories.split()
+
+
+class IncidentRow(SealedRow):
+    """An incident as a household's record reads it (see ``SealedRow``)."""
+
+    model = Incident
+    household_id: str
+    agency_id: str
+    occurred_on: date
+    categories: str
+    police_reported: bool
+    recorded_at: datetime
+    summary, description = Incident.summary, Incident.description
+    crime_reference = Incident.crime_reference
 
     @property
     def category_list(self) -> list[str]:

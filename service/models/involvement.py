@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.database import Base, UTCDateTime, utcnow
-from service.models.encrypted import EncryptedRecord, Personal, new_id
+from service.models.encrypted import EncryptedRecord, Personal, SealedRow, new_id
 
 if TYPE_CHECKING:
     from service.models.household import Household
@@ -68,3 +68,12 @@ class Involvement(EncryptedRecord, Base):
     def covering(cls, moment: datetime | SQLColumnExpression[datetime]) -> ColumnElement[bool]:
         """SQL: the involvement had begun and not yet ended at ``moment``."""
         return and_(cls.started_at <= moment, or_(cls.ended_at.is_(None), cls.ended_at > moment))
+
+
+class InvolvementRow(SealedRow):
+    """Another agency's involvement as the briefing reads it: whom to call (see ``SealedRow``)."""
+
+    model = Involvement
+    agency_id: str
+    lead_practitioner, lead_contact = Involvement.lead_practitioner, Involvement.lead_contact
+    contact_route = Involvement.contact_route

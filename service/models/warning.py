@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Boolean,
@@ -19,8 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.database import Base, UTCDateTime, utcnow
-from service.models.encrypted import EncryptedRecord, Personal, new_id
-from service.models.incident import Incident
+from service.models.encrypted import EncryptedRecord, Personal, SealedRow, new_id
+from service.models.incident import Incident, IncidentRow
 
 # Aligned with FHIR Flag.status.
 STATUSES = ("active", "inactive", "entered-in-error")
@@ -44,7 +46,25 @@ class WarningShare(Base):
     agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id"), primary_key=True, index=True)
 
 
-class WarningMarker(EncryptedRecord, Base):
+class _Coded(Protocol):
+    categories: str
+    precautions: str
+
+
+class WarningCodes:
+    """A warning's categories and precautions as lists (stored as space-separated codes), for
+    the record and its row alike."""
+
+    @property
+    def category_list(self: _Coded) -> list[str]:
+        return self.categories.split()
+
+    @property
+    def precaution_list(self: _Coded) -> list[str]:
+        return self.precautions.split()
+
+
+class WarningMarker(WarningCodes, EncryptedRecord, Base):
     """The current version of a warning; every change also leaves a ``WarningVersion``."""
 
     __tablename__ = "warning"
@@ -84,16 +104,40 @@ class WarningMarker(EncryptedRecord, Base):
     shares: Mapped[list[WarningShare]] = relationship(cascade="all, delete-orphan")
 
     @property
-    def category_list(self) -> list[str]:
-        return self.categories.split()
-
-    @property
-    def precaution_list(self) -> list[str]:
-        return self.precautions.split()
-
-    @property
     def shared_with(self) -> list[str]:
         return sorted(share.agency_id for share in self.shares)
+
+
+class WarningRow(WarningCodes, SealedRow):
+    """A warning as a household's record reads it (see ``SealedRow``), with whom it is shared
+    (``shared_with``, from the statement) and the incidents it rests on (set once read)."""
+
+    model = WarningMarker
+    household_id: str
+    issuing_agency_id: str
+    status: str
+    version: int
+    risk_level: str
+    categories: str
+    precautions: str
+    handling: str
+    children_in_household: bool
+    subject_informed: bool
+    informed_on: date | None
+    recheck_on: date | None
+    review_by: date
+    created_at: datetime
+    updated_at: datetime
+    persons_of_concern = WarningMarker.persons_of_concern
+    reason_withheld = WarningMarker.reason_withheld
+    status_reason = WarningMarker.status_reason
+    shared_with: list[str]
+    incidents: list[IncidentRow]
+
+    def __init__(self, values: Sequence[Any], shared_with: str | None) -> None:
+        super().__init__(values)
+        self.shared_with = sorted((shared_with or "").split())
+        self.incidents = []
 
 
 class WarningVersion(EncryptedRecord, Base):
