@@ -16,7 +16,7 @@ from service.involvements import (
     household_access,
     others_working_with,
 )
-from service.models.agency import Agency, AgencyContact
+from service.models.agency import Agency, AgencyRow
 from service.models.household import Household, HouseholdRow, Person, PersonRow
 from service.models.incident import Incident
 from service.models.involvement import Involvement, InvolvementRow
@@ -45,7 +45,7 @@ class Briefing:
     precautions: list[str]  # of the warnings above, strictest first
     other_agencies: list[InvolvementRow]
     counts: IncidentCounts
-    agencies: dict[str, AgencyContact]  # every agency named above (issuers, other agencies)
+    agencies: dict[str, AgencyRow]  # every agency named above (issuers, other agencies)
 
     @property
     def children_present(self) -> bool:
@@ -79,7 +79,7 @@ class _People:
     involved_now: bool  # the caller works with the household now
     members: list[PersonRow]  # in the order they were added
     others: list[InvolvementRow]  # other agencies' current involvements, oldest first
-    agencies: dict[str, AgencyContact]  # those agencies, by id
+    agencies: dict[str, AgencyRow]  # those agencies, by id
 
 
 def _household_people_and_record(
@@ -100,7 +100,7 @@ def _household_people_and_record(
             members.append(PersonRow(row[_MEMBER_AT]))
         elif row[_OTHER_AT.start] is not None:
             others.append(InvolvementRow(row[_OTHER_AT]))
-            agency = AgencyContact.opened(*row[_AGENCY_AT])
+            agency = AgencyRow(row[_AGENCY_AT])
             agencies[agency.id] = agency
     record = record_of(record_rows(rows))
     return _People(HouseholdRow(rows[0][_HOUSEHOLD_AT]), may_see, members, others, agencies), record
@@ -114,9 +114,10 @@ def _household_people_and_record(
 # them), never their product (ten members and twelve agencies: 22 rows and ~0.6 ms of CPU,
 # where their product, 120 rows, took ~2.5 ms), in one round trip: a statement costs more CPU
 # than its rows. Plain columns, read into plain rows (``SealedRow``): ORM instances were the
-# largest share of a briefing's CPU. Only the columns the briefing shows (no blind indexes, no
-# timestamps): each column selected costs CPU in every briefing. The caller's access is asked
-# of the household id itself, once, and a caller refused it gets no rows (NotFound).
+# largest share of a briefing's CPU. Only the columns the briefing shows (no blind indexes,
+# no household or member timestamps): each column selected costs CPU in every briefing. The
+# caller's access is asked of the household id itself, once, and a caller refused it gets no
+# rows (NotFound).
 (_MEMBERS, _OTHERS, _WARNINGS, _INCIDENTS), _SIDES = sides(4, "sides")
 _SIDE = _SIDES.c.side
 _AGENCY: BindParameter[str] = bindparam("agency_id")
@@ -125,7 +126,7 @@ _HOUSEHOLD_ID: BindParameter[str] = bindparam("household_id")
 _ACCESS = household_access(_AGENCY, _HOUSEHOLD_ID, at=_NOW)
 _PARTS = (
     HouseholdRow.columns(Household), _ACCESS, PersonRow.columns(Person),
-    InvolvementRow.columns(Involvement), AgencyContact.columns(Agency), RECORD_COLUMNS,
+    InvolvementRow.columns(Involvement), AgencyRow.columns(Agency), RECORD_COLUMNS,
 )  # fmt: skip
 _HOUSEHOLD_AT, _ACCESS_AT, _MEMBER_AT, _OTHER_AT, _AGENCY_AT, _ = column_slices(_PARTS)
 _BRIEFING = (

@@ -39,7 +39,7 @@ from service.involvements import (
     involved,
     register_involvement,
 )
-from service.models.agency import Agency, AgencyContact
+from service.models.agency import Agency, AgencyContact, AgencyRow
 from service.models.household import Household, Person
 from service.models.incident import Incident, IncidentRow
 from service.models.warning import (
@@ -449,7 +449,7 @@ class HouseholdRecord:
 
     warnings: list[WarningRow]
     incidents: list[IncidentRow]
-    issuers: dict[str, AgencyContact]
+    issuers: dict[str, AgencyRow]
 
 
 def household_record(household_id: str) -> HouseholdRecord:
@@ -460,7 +460,7 @@ def household_record(household_id: str) -> HouseholdRecord:
     return record_of(record_rows(rows))
 
 
-RecordRow = tuple[WarningRow | None, AgencyContact | None, IncidentRow | None, str | None]
+RecordRow = tuple[WarningRow | None, AgencyRow | None, IncidentRow | None, str | None]
 
 
 def record_of(loaded: Iterable[RecordRow]) -> HouseholdRecord:
@@ -468,7 +468,7 @@ def record_of(loaded: Iterable[RecordRow]) -> HouseholdRecord:
     with the id of a warning resting on it (or None), each incident one object for its
     adjacent rows (``record_rows``): the warnings' rows first, in the order they were made,
     then the incidents', newest first."""
-    issuers: dict[str, AgencyContact] = {}
+    issuers: dict[str, AgencyRow] = {}
     warnings: list[WarningRow] = []
     rows: list[tuple[IncidentRow, str | None]] = []
     for warning, issuer, incident, warning_id in loaded:
@@ -523,7 +523,7 @@ _SHARED_WITH = (
     .scalar_subquery()
 )
 _RECORD_PARTS = (WarningRow.columns(WarningMarker), (_SHARED_WITH,),
-                 AgencyContact.columns(_ISSUER), IncidentRow.columns(Incident),
+                 AgencyRow.columns(_ISSUER), IncidentRow.columns(Incident),
                  (warning_incident.c.warning_id,))  # fmt: skip
 RECORD_COLUMNS = tuple(column for part in _RECORD_PARTS for column in part)
 _WARNING, _SHARES, _ISSUER_AT, _INCIDENT, _RESTING_ON = column_slices(_RECORD_PARTS)
@@ -547,8 +547,8 @@ def with_record(
 
 def record_rows(rows: Iterable[Sequence[Any]]) -> Iterator[RecordRow]:
     """Read each row's ``RECORD_COLUMNS`` (ending it) into records: an incident's adjacent rows
-    into one object, each issuer opened once."""
-    issuers: dict[str, AgencyContact] = {}
+    into one object, each issuer one object."""
+    issuers: dict[str, AgencyRow] = {}
     incident: IncidentRow | None = None
     start = -len(RECORD_COLUMNS)
     for row in rows:
@@ -556,7 +556,7 @@ def record_rows(rows: Iterable[Sequence[Any]]) -> Iterator[RecordRow]:
         if values[_WARNING][0] is not None:
             issuer_id = values[_ISSUER_AT][0]
             if issuer_id not in issuers:
-                issuers[issuer_id] = AgencyContact.opened(*values[_ISSUER_AT])
+                issuers[issuer_id] = AgencyRow(values[_ISSUER_AT])
             warning = WarningRow(values[_WARNING], values[_SHARES][0])
             yield warning, issuers[issuer_id], None, None
         elif values[_INCIDENT][0] is not None:

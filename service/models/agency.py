@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.database import Base, UTCDateTime, utcnow
-from service.models.encrypted import EncryptedRecord, Personal, open_sealed
+from service.models.encrypted import EncryptedRecord, Personal, SealedRow, open_sealed
 
 AGENCY_TYPES = (
     "children_social_care",
@@ -44,20 +43,22 @@ class Agency(EncryptedRecord, Base):
         return self.disabled_at is None
 
 
+class AgencyRow(SealedRow):
+    """An agency as a household's record reads it: whom to call (see ``SealedRow``)."""
+
+    model = Agency
+    name: str
+    duty_contact = Agency.duty_contact
+
+
 @dataclass(frozen=True)
 class AgencyContact:
-    """Whom to call at an agency: its name and duty desk (as ``Agency`` has them), read from
+    """Whom to call at an agency: its name and duty desk (as ``Agency`` has them), opened from
     plain columns where loading the record would cost more than the read (the look-up)."""
 
     id: str
     name: str
     duty_contact: str | None
-
-    @staticmethod
-    def columns(agency: Any) -> tuple[Any, ...]:
-        """The columns of ``agency`` (the model, or an alias of it) that ``opened`` takes."""
-        return (agency.id, agency.name, agency.key_version, agency.wrapped_key,
-                agency.duty_contact_sealed)  # fmt: skip
 
     @classmethod
     def opened(

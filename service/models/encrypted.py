@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from inspect import get_annotations
 from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import Integer, LargeBinary, inspect
@@ -135,25 +136,32 @@ class EncryptedRecord:
 
 class SealedRow:
     """A record's stored columns read as a plain row, without an ORM instance: for statements
-    that read many records of several kinds at once (the briefing), where building instances
-    costs more CPU than anything else they do.
+    that read many records of several kinds at once (a household's record, for the briefing and
+    the incident list), where building instances costs more CPU than anything else they do.
 
-    A subclass names its ``model``, annotates the model's columns it reads (the same names), and
+    A subclass names its ``model``, annotates the model's columns it reads (the same names; any
+    other annotated attribute is named in ``derived``, and set by whoever reads the row), and
     takes the model's ``Personal`` fields it reads (``summary = Incident.summary``): they open on
     first read, as on the record, with the record's own data key. ``stored`` lists the columns
-    to select, in the order ``__init__`` takes their values. Read-only.
+    to select, in the order ``__init__`` takes their values. Nothing is written back.
     """
 
     model: ClassVar[type[EncryptedRecord]]
+    derived: ClassVar[tuple[str, ...]] = ()
     stored: ClassVar[tuple[str, ...]]
     id: str
     key_version: int
     wrapped_key: bytes
 
     def __init_subclass__(cls) -> None:
+        if "model" not in vars(cls):  # a subclass of a row type would read none of its columns
+            raise TypeError(f"{cls.__name__} must name the model it reads")
         columns = inspect(cls.model).columns
-        annotated = cls.__dict__.get("__annotations__", {})
-        plain = [name for name in annotated if name in columns and name != "id"]
+        annotated = [name for name in get_annotations(cls) if name not in cls.derived]
+        unknown = [name for name in annotated if name not in columns]
+        if unknown:
+            raise TypeError(f"{cls.__name__}: not columns of {cls.model.__name__}: {unknown}")
+        plain = [name for name in annotated if name != "id"]
         sealed = [value.column for value in vars(cls).values() if isinstance(value, Personal)]
         cls.stored = ("id", *plain, *sealed, "key_version", "wrapped_key")
 

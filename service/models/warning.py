@@ -113,6 +113,7 @@ class WarningRow(WarningCodes, SealedRow):
     (``shared_with``, from the statement) and the incidents it rests on (set once read)."""
 
     model = WarningMarker
+    derived = ("shared_with", "incidents")
     household_id: str
     issuing_agency_id: str
     status: str
