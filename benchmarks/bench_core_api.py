@@ -909,7 +909,7 @@ def _header(args: argparse.Namespace, what: str) -> None:
 
 def _shared_buffers(url: str) -> str:
     # Printed with the figures: at 1,000,000 households the look-up's ratio moved with it
-    # (0.80x on a cluster's default 128MB, 0.89x on 4GB, one run each, 2026-11-24).
+    # (0.80x and 0.81x on a cluster's default 128MB, 0.89x and 0.95x on 4GB, 2026-11-24).
     with psycopg.connect(_libpq(make_url(url).set(database="postgres"))) as connection:
         row = connection.execute("SHOW shared_buffers").fetchone()
     return str(row[0]) if row else "unknown"
