@@ -19,7 +19,7 @@ from service.database import db, utcnow
 from service.errors import InvalidInput, NotFound
 from service.involvements import involved
 from service.keys import active_keys
-from service.models.agency import AgencyContact
+from service.models.agency import AgencyRow
 from service.models.household import PERSON_ROLES, Household, Person
 from service.warnings import Flag, add_to_flag, with_active_warnings
 
@@ -227,7 +227,7 @@ def look_up(
     # than the query (this is the hottest read).
     rows = db.session.connection().execute(query, parameters)
     matches: list[Match] = []
-    contacts: dict[str, AgencyContact] = {}  # the issuers', by id
+    contacts: dict[str, AgencyRow] = {}  # the issuers', by id
     for row in rows:  # a household's rows are adjacent: one per active warning, or one
         if not matches or matches[-1].household_id != row.household_id:
             matches.append(Match(row.household_id, matched_by, bool(row.involved), Flag()))

@@ -39,7 +39,7 @@ from service.involvements import (
     involved,
     register_involvement,
 )
-from service.models.agency import Agency, AgencyContact, AgencyRow
+from service.models.agency import Agency, AgencyRow
 from service.models.household import Household, Person
 from service.models.incident import Incident, IncidentRow
 from service.models.warning import (
@@ -612,17 +612,17 @@ class Flag:
     categories: set[str] = field(default_factory=set)
     precautions: set[str] = field(default_factory=set)
     review_overdue: bool = False
-    issuers: dict[str, AgencyContact] = field(default_factory=dict)
+    issuers: dict[str, AgencyRow] = field(default_factory=dict)
 
 
 def add_to_flag(
-    flag: Flag, warning: Row[Any], agency_id: str, today: date, contacts: dict[str, AgencyContact]
+    flag: Flag, warning: Row[Any], agency_id: str, today: date, contacts: dict[str, AgencyRow]
 ) -> None:
     """Count one active warning into its household's flag, as ``agency_id`` may see it.
 
     ``warning`` is a row of ``with_active_warnings``: the warning's flag columns, whether it
-    is shared with the agency (``shared_with_agency``) and its issuer's contact columns.
-    ``contacts`` holds the issuers opened so far by the look-up, by id (each is opened once).
+    is shared with the agency (``shared_with_agency``) and its issuer's columns, ending it.
+    ``contacts`` holds the issuers read so far by the look-up, by id (each is read once).
     """
     flag.active_warnings = True
     if flag.risk_level is None or RISK_ORDER[warning.risk_level] > RISK_ORDER[flag.risk_level]:
@@ -634,11 +634,8 @@ def add_to_flag(
         flag.precautions.update(warning.precautions.split())
     flag.review_overdue = flag.review_overdue or warning.review_by < today
     issuer = warning.issuing_agency_id
-    if issuer not in contacts:  # opened once a look-up, however many warnings it issued
-        contacts[issuer] = AgencyContact.opened(
-            issuer, warning.issuer_name, warning.issuer_key_version, warning.issuer_wrapped_key,
-            warning.issuer_duty_contact_sealed,
-        )  # fmt: skip
+    if issuer not in contacts:  # read (and opened) once a look-up, however many it issued
+        contacts[issuer] = AgencyRow(warning[-len(AgencyRow.stored) :])
     flag.issuers.setdefault(issuer, contacts[issuer])
 
 
@@ -646,7 +643,7 @@ def with_active_warnings(
     households: Select[*tuple[Any, ...]],
 ) -> Select[*tuple[Any, ...]]:
     """Extend a select of households with a row per active warning: its flag columns, whether
-    it is shared with the agency ``:agency_id``, and its issuer's name and sealed duty contact
+    it is shared with the agency ``:agency_id``, and its issuer's columns (``AgencyRow``, last)
     (all NULL for a household with none), ordered after the households' own order by when
     each warning was made. Plain columns, no ORM records: run it on a Core connection."""
     shared = exists().where(
@@ -658,10 +655,7 @@ def with_active_warnings(
         households.add_columns(
             WarningMarker.issuing_agency_id, WarningMarker.risk_level, WarningMarker.categories,
             WarningMarker.precautions, WarningMarker.handling, WarningMarker.review_by,
-            shared.label("shared_with_agency"), Agency.name.label("issuer_name"),
-            Agency.key_version.label("issuer_key_version"),
-            Agency.wrapped_key.label("issuer_wrapped_key"),
-            Agency.duty_contact_sealed.label("issuer_duty_contact_sealed"),
+            shared.label("shared_with_agency"), *AgencyRow.columns(Agency),
         )
         .outerjoin(WarningMarker, active)
         .outerjoin(Agency, Agency.id == WarningMarker.issuing_agency_id)

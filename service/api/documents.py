@@ -13,7 +13,7 @@ from marshmallow import Schema
 
 from service.agencies import agencies_by_id
 from service.briefings import Briefing
-from service.models.agency import Agency, AgencyContact, AgencyRow
+from service.models.agency import Agency, AgencyRow
 from service.models.household import Household, HouseholdRow, Person, PersonRow
 from service.models.incident import Incident, IncidentRow
 from service.models.involvement import Involvement
@@ -46,7 +46,7 @@ def names_for(warnings: Iterable[WarningMarker | WarningRow]) -> Names:
     return Names(agencies, members_of(naming_members))
 
 
-def issuer(agency: Agency | AgencyContact | AgencyRow) -> dict[str, Any]:
+def issuer(agency: Agency | AgencyRow) -> dict[str, Any]:
     return {"agency_id": agency.id, "name": agency.name, "duty_contact": agency.duty_contact}
 
 

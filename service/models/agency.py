@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.database import Base, UTCDateTime, utcnow
-from service.models.encrypted import EncryptedRecord, Personal, SealedRow, open_sealed
+from service.models.encrypted import EncryptedRecord, Personal, SealedRow
 
 AGENCY_TYPES = (
     "children_social_care",
@@ -44,32 +43,10 @@ class Agency(EncryptedRecord, Base):
 
 
 class AgencyRow(SealedRow):
-    """An agency as a household's record reads it: whom to call (see ``SealedRow``)."""
+    """Whom to call at an agency, read from plain columns (see ``SealedRow``): a warning's
+    issuer in the look-up's flag view and in a household's record, another agency working with
+    the household in the briefing."""
 
     model = Agency
     name: str
     duty_contact = Agency.duty_contact
-
-
-@dataclass(frozen=True)
-class AgencyContact:
-    """Whom to call at an agency: its name and duty desk (as ``Agency`` has them), opened from
-    plain columns where loading the record would cost more than the read (the look-up)."""
-
-    id: str
-    name: str
-    duty_contact: str | None
-
-    @classmethod
-    def opened(
-        cls,
-        agency_id: str,
-        name: str,
-        key_version: int,
-        wrapped_key: bytes,
-        duty_contact_sealed: bytes,
-    ) -> AgencyContact:
-        """Open the duty contact from the agency row's stored columns."""
-        duty_contact = open_sealed(Agency.__tablename__, agency_id, key_version, wrapped_key,
-                                   "duty_contact", duty_contact_sealed)  # fmt: skip
-        return cls(agency_id, name, duty_contact)

@@ -63,19 +63,6 @@ class Personal:
         record.refresh_indexes(self.name)
 
 
-def open_sealed(
-    table: str,
-    record_id: str,
-    key_version: int,
-    wrapped_key: bytes,
-    field: str,
-    sealed: bytes | None,
-) -> str | None:
-    """Open one personal field from its row's stored columns, without loading the record: for
-    statements that read plain columns rather than ORM records."""
-    return stored_cipher(table, record_id, key_version, wrapped_key).open(field, sealed)
-
-
 def stored_cipher(table: str, record_id: str, key_version: int, wrapped_key: bytes) -> RecordCipher:
     """The cipher of a stored record, its data key unwrapped by the active key ring."""
     provider = active_keys().provider

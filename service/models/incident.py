@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Protocol
 
 from sqlalchemy import Boolean, Date, ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -11,7 +12,20 @@ from service.database import Base, UTCDateTime, utcnow
 from service.models.encrypted import EncryptedRecord, Personal, SealedRow, new_id
 
 
-class Incident(EncryptedRecord, Base):
+class _Categorised(Protocol):
+    categories: str
+
+
+class CategoryCodes:
+    """Categories as a list (stored as space-separated codes, from DESIGN.md's list), for a
+    record and its row alike."""
+
+    @property
+    def category_list(self: _Categorised) -> list[str]:
+        return self.categories.split()
+
+
+class Incident(CategoryCodes, EncryptedRecord, Base):
     """One incident at a household; low-level ones add up across agencies."""
 
     __tablename__ = "incident"
@@ -33,12 +47,8 @@ class Incident(EncryptedRecord, Base):
     description = Personal()
     crime_reference = Personal()
 
-    @property
-    def category_list(self) -> list[str]:
-        return self.categories.split()
 
-
-class IncidentRow(SealedRow):
+class IncidentRow(CategoryCodes, SealedRow):
     """An incident as a household's record reads it (see ``SealedRow``)."""
 
     model = Incident
@@ -50,7 +60,3 @@ class IncidentRow(SealedRow):
     recorded_at: datetime
     summary, description = Incident.summary, Incident.description
     crime_reference = Incident.crime_reference
-
-    @property
-    def category_list(self) -> list[str]:
-        return self.categories.split()

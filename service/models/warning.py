@@ -22,7 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.database import Base, UTCDateTime, utcnow
 from service.models.encrypted import EncryptedRecord, Personal, SealedRow, new_id
-from service.models.incident import Incident, IncidentRow
+from service.models.incident import CategoryCodes, Incident, IncidentRow
 
 # Aligned with FHIR Flag.status.
 STATUSES = ("active", "inactive", "entered-in-error")
@@ -46,21 +46,16 @@ class WarningShare(Base):
     agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id"), primary_key=True, index=True)
 
 
-class _Coded(Protocol):
-    categories: str
+class _WithPrecautions(Protocol):
     precautions: str
 
 
-class WarningCodes:
+class WarningCodes(CategoryCodes):
     """A warning's categories and precautions as lists (stored as space-separated codes), for
     the record and its row alike."""
 
     @property
-    def category_list(self: _Coded) -> list[str]:
-        return self.categories.split()
-
-    @property
-    def precaution_list(self: _Coded) -> list[str]:
+    def precaution_list(self: _WithPrecautions) -> list[str]:
         return self.precautions.split()
 
 
