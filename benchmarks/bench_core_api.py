@@ -1,6 +1,15 @@
 """Benchmark the core API on PostgreSQL: household look-up, pre-visit briefing, publishing.
 
 What it does, in one run:
+  0. starts a PostgreSQL cluster of its own (initdb into a temporary directory, removed at the
+     end), configured as a dedicated production server is: shared_buffers a quarter of the
+     machine's memory, effective_cache_size half, autovacuum, fsync and synchronous commits on
+     (support.production_settings). --database-url names a server to use instead: this
+     machine's shared one runs with 128MB of shared_buffers and autovacuum off. There, at
+     1,000,000 households, reads wait on the disk: this machine's kernel runs a DAMON scheme
+     (kdamond, action pageout) that pages out memory left nearly untouched for a minute, so the
+     page cache does not keep a database most of whose rows are read once a minute or less;
+     shared_buffers (shared memory, and no swap here) does (see README.md, Performance);
   1. creates a fresh PostgreSQL database (dropped at the end unless --keep), migrates it, adds
      10 agencies and one OAuth client (agency-01, the caller), and takes a bearer token from the
      real token endpoint;
@@ -77,7 +86,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -87,7 +96,13 @@ import psycopg
 from gunicorn.config import Config as GunicornConfig
 from sqlalchemy import inspect
 from sqlalchemy.engine import URL, make_url
-from support import free_port, recreate_database, stop_process_group  # benchmarks/support.py
+from support import (  # benchmarks/support.py
+    free_port,
+    private_cluster,
+    production_settings,
+    recreate_database,
+    stop_process_group,
+)
 
 from service import agencies, clients, create_app, migrate
 from service.crypto import generate_keyring, save_keyring
@@ -102,7 +117,7 @@ from service.oauth.scopes import ALL_SCOPES
 from service.vocabulary import CATEGORIES, LOW_LEVEL_CATEGORIES, PRECAUTIONS, default_review_date
 from service.warnings import snapshot
 
-DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/alertshare_bench_core"
+DATABASE = "alertshare_bench_core"  # on the server --database-url names, if it does
 HOST = "127.0.0.1"
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "bench"
 REFERENCE_TOKEN = "bench-token-0001"
@@ -902,14 +917,15 @@ def bench_sizes(args: argparse.Namespace, data_dir: Path) -> None:
 
 
 def _header(args: argparse.Namespace, what: str) -> None:
-    print(f"\nPostgreSQL (shared_buffers {_shared_buffers(args.database_url)}), {what}, gunicorn "
-          f"{args.workers} sync workers per server (production settings), wrk, {args.rounds} x "
-          f"{args.duration:g} s rounds", flush=True)  # fmt: skip
+    server = "a private cluster" if args.private else make_url(args.database_url).render_as_string()
+    print(f"\nPostgreSQL ({server}, shared_buffers {_shared_buffers(args.database_url)}), {what}, "
+          f"gunicorn {args.workers} sync workers per server (production settings), wrk, "
+          f"{args.rounds} x {args.duration:g} s rounds", flush=True)  # fmt: skip
 
 
 def _shared_buffers(url: str) -> str:
     # Printed with the figures: at 1,000,000 households the look-up's ratio moved with it
-    # (0.80x and 0.81x on a cluster's default 128MB, 0.89x and 0.95x on 4GB, 2026-11-24).
+    # (0.80x and 0.81x on the shared cluster's 128MB, 0.89x and 0.95x on 4GB, 2026-11-24).
     with psycopg.connect(_libpq(make_url(url).set(database="postgres"))) as connection:
         row = connection.execute("SHOW shared_buffers").fetchone()
     return str(row[0]) if row else "unknown"
@@ -924,7 +940,7 @@ def parse_args() -> argparse.Namespace:
     add("--compare-sizes", action="store_true", help="latency at --small vs --large households")
     add("--small", type=int, default=10_000)
     add("--large", type=int, default=1_000_000)
-    add("--database-url", default=DEFAULT_URL, help="PostgreSQL; suffixes name the others")
+    add("--database-url", help="use this database, not a private cluster (suffixes: the rest)")
     add("--connections", type=lambda s: [int(c) for c in s.split(",")], default=[8, 32])
     add("--duration", type=float, default=10.0, help="seconds per round")
     add("--rounds", type=int, default=3)
@@ -933,15 +949,19 @@ def parse_args() -> argparse.Namespace:
     add("--jobs", type=int, default=os.cpu_count() or 1, help="seeding processes")
     add("--log-level", default="INFO", help="the servers' ALERTSHARE_LOG_LEVEL")
     add("--profile-dir", help="record each alertshare endpoint under py-spy into this directory")
-    add("--keep", action="store_true", help="keep the databases and the data directory")
+    add(
+        "--keep",
+        action="store_true",
+        help="keep the databases and the data directory (and a private cluster, running)",
+    )
     args = parser.parse_args()
-    if make_url(args.database_url).get_backend_name() != "postgresql":
+    if args.database_url and make_url(args.database_url).get_backend_name() != "postgresql":
         parser.error("--database-url must name a PostgreSQL database")
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install -y wrk)")
     if args.profile_dir and not Path(_py_spy()).exists():
         parser.error("--profile-dir needs py-spy (pip install py-spy)")
-    args.databases, args.servers = [], []
+    args.databases, args.servers, args.private = [], [], args.database_url is None
     return args
 
 
@@ -953,19 +973,26 @@ def budget(args: argparse.Namespace) -> float:
 
 def main() -> None:
     args = parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-core-api-"))
-    try:
-        with time_budget(budget(args)):
-            (bench_sizes if args.compare_sizes else bench)(args, data_dir)
-    finally:
-        for server in args.servers:
-            server.stop()
-        if args.keep:
-            print(f"kept {', '.join(args.databases)} and {data_dir}", file=sys.stderr)
-        else:
-            for url in args.databases:
-                recreate_database(url, drop_only=True)
-            shutil.rmtree(data_dir, ignore_errors=True)
+    # Cleaning up runs after the time budget is disarmed: a budget running out, or a SIGTERM,
+    # must not cut short stopping the servers and the cluster.
+    with ExitStack() as stack, time_budget(budget(args)):
+        if args.private:
+            server = stack.enter_context(private_cluster(production_settings(), keep=args.keep))
+            args.database_url = f"{server}/{DATABASE}"
+        data_dir = Path(tempfile.mkdtemp(prefix="bench-core-api-"))
+        stack.callback(clean_up, args, data_dir)  # before the cluster stops
+        (bench_sizes if args.compare_sizes else bench)(args, data_dir)
+
+
+def clean_up(args: argparse.Namespace, data_dir: Path) -> None:
+    for server in args.servers:
+        server.stop()
+    if args.keep:
+        print(f"kept {', '.join(args.databases)} and {data_dir}", file=sys.stderr)
+        return
+    for url in args.databases:
+        recreate_database(url, drop_only=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

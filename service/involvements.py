@@ -14,6 +14,7 @@ from sqlalchemy import (
     exists,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from service.database import db, utcnow
@@ -189,8 +190,35 @@ def register_involvement(
             db.session.add(involvement)
     except IntegrityError as error:
         raise Conflict("Your agency already works with this household.") from error
-    involvement_added(involvement)
+    involvement_added(household.id, agency_id)
     return involvement
+
+
+def ensure_involved(household: Household, agency_id: str) -> None:
+    """Register ``agency_id`` as working with ``household`` unless it already is (an agency
+    publishing a warning about a household works with it).
+
+    One statement, with no read before it and no savepoint: the unique index on current
+    involvements decides (INSERT ... ON CONFLICT DO NOTHING), so an agency already involved, or
+    registered by a concurrent request, is left as it is. Being an ORM statement, it makes the
+    session flush first (a household new in this unit of work). The involvement is written by
+    the statement, not added to the session.
+    """
+    involvement = Involvement(household_id=household.id, agency_id=agency_id, started_at=utcnow())
+    insert = (
+        postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    )
+    started = (
+        insert(Involvement)
+        .values(involvement.stored_values())
+        .on_conflict_do_nothing(
+            index_elements=[Involvement.agency_id, Involvement.household_id],
+            index_where=Involvement.ended_at.is_(None),
+        )
+        .returning(Involvement.id)
+    )
+    if db.session.execute(started).first() is not None:
+        involvement_added(household.id, agency_id)
 
 
 def end_involvement(involvement_id: str, agency_id: str, reason: str) -> Involvement:

@@ -51,12 +51,11 @@ def warning_changed(warning: WarningMarker, change: str) -> None:
                risk_level=warning.risk_level))  # fmt: skip
 
 
-def involvement_added(involvement: Involvement) -> None:
+def involvement_added(household_id: str, agency_id: str) -> None:
     """Tell the other agencies working with the household that one more now is (joint work;
     and a self-declared involvement is never silent)."""
-    others = Involved(involvement.household_id, but=involvement.agency_id)
-    emit(Event("involvement.added", others, household_id=involvement.household_id,
-               subject_id=involvement.agency_id))  # fmt: skip
+    emit(Event("involvement.added", Involved(household_id, but=agency_id),
+               household_id=household_id, subject_id=agency_id))  # fmt: skip
 
 
 def incident_recorded(incident: Incident) -> None:

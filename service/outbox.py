@@ -145,11 +145,13 @@ def write_pending(session: Session) -> int:
                  "status": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now}
                 for webhook in endpoints[agency] if webhook.receives(e.type)
             )  # fmt: skip
-    # Bulk inserts: one statement per table however many agencies are told.
+    # Bulk inserts: one statement per table however many agencies are told, and whatever the
+    # events (render_nulls: a None is written as NULL, not left out, so every row has the same
+    # columns and the ORM batches them all into one INSERT rather than one per set of columns).
     if notifications:
-        session.execute(insert(Notification), notifications)
+        session.execute(insert(Notification).execution_options(render_nulls=True), notifications)
     if deliveries:
-        session.execute(insert(Delivery), deliveries)
+        session.execute(insert(Delivery).execution_options(render_nulls=True), deliveries)
     return len(notifications)
 
 

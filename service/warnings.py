@@ -36,8 +36,8 @@ from service.database import db, utcnow
 from service.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed
 from service.incidents import IncidentReport, check_report, record_incident
 from service.involvements import (
+    ensure_involved,
     involved,
-    register_involvement,
 )
 from service.models.agency import Agency, AgencyRow
 from service.models.household import Household, Person
@@ -213,10 +213,7 @@ def publish_warning(
         errors["incident_ids"] = ["Not all are incidents recorded at this household."]
     if errors:
         raise InvalidInput("The warning is not valid.", errors=errors)
-    try:
-        register_involvement(household, issuer, case_reference=None)
-    except Conflict:
-        pass  # already involved (or a concurrent request registered it first): either way
+    ensure_involved(household, issuer)
     incidents = cited + [
         record_incident(household, issuer, _with_categories(report, draft), today)
         for report in evidence.new_incidents

@@ -109,6 +109,15 @@ class EncryptedRecord:
             self.__dict__["_cipher"] = cipher
         return cipher
 
+    def stored_values(self) -> dict[str, Any]:
+        """The column values set on a new record, its data key among them (created if need be),
+        by attribute: for a statement that inserts the record itself, not through the session.
+        Columns not set take their defaults from the statement. Not for a loaded record: what
+        the ORM has not loaded (expired, deferred) is not in it."""
+        self.cipher()
+        columns = inspect(type(self)).column_attrs
+        return {c.key: getattr(self, c.key) for c in columns if c.key in self.__dict__}
+
     def refresh_indexes(self, changed_field: str) -> None:
         """Recompute the blind indexes that cover ``changed_field``."""
         for column, (method, covered) in self.blind_indexes.items():

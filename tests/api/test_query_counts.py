@@ -20,11 +20,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, select
 
 from service import households, involvements, warnings
 from service.database import db
 from service.incidents import IncidentReport, record_incident
 from service.models.household import Household
+from service.models.notification import Notification
 from service.unit_of_work import unit_of_work
 from tests.factories import bearer, create_agency, create_client, get_token
 from tests.statements import executed_statements
@@ -223,3 +225,51 @@ def test_the_large_household_exercises_every_path(app: Flask, client: FlaskClien
     assert len(read["incidents"]) == LARGE and read["handling"] == "restricted"
     (match,) = get(REQUESTS["look-up"](built))["matches"]
     assert match["flag"]["risk_level"] == "medium" and len(match["flag"]["issuers"]) == 3
+
+
+# A publish: the token, the household, the caller's involvement (registered in the same
+# statement if it has none: INSERT ... ON CONFLICT DO NOTHING, no read and no savepoint first),
+# the incident, the warning, its version and its link to the incident, the issuer's name for
+# the answer, who else works with the household, the outbox's lock, their webhooks, one INSERT
+# for all their notifications, and the audit append. Savepoints count here.
+PUBLISH_STATEMENTS = 13
+
+
+@pytest.mark.parametrize("involved_before", [False, True], ids=["registers", "involved"])
+def test_publishing_stays_within_its_budget(
+    app: Flask, client: FlaskClient, involved_before: bool
+) -> None:
+    scene = _scene(app, client)
+    warm_uprn, uprn = str(next(_uprns)), str(next(_uprns))
+    with app.app_context(), unit_of_work():
+        for each in (warm_uprn, uprn):
+            household = households.register_household(scene.issuer, uprn=each)
+            for agency_id in (scene.issuer, *([scene.caller] if involved_before else [])):
+                _involve(household, agency_id)
+
+    def body(uprn: str) -> dict[str, Any]:
+        return {
+            "household": {"uprn": uprn}, "categories": ["verbal_abuse"], "risk_level": "medium",
+            "precautions": ["joint_visit"], "children_in_household": False,
+            "subject_informed": {"informed": True, "informed_on": str(TODAY)},
+            "incidents": [{"occurred_on": str(TODAY), "summary": "Shouted at on the doorstep",
+                           "police_reported": False}],
+        }  # fmt: skip
+
+    # Warm (first-request work is not per-publish work), on a household in the same state.
+    warm = client.post("/api/v1/warnings", headers=scene.headers, json=body(warm_uprn))
+    assert warm.status_code == 201, warm.get_json()
+    joined = select(func.count()).where(Notification.type == "involvement.added")
+    with app.app_context():
+        joined_before = db.session.scalar(joined)
+    with executed_statements(app) as seen:
+        response = client.post("/api/v1/warnings", headers=scene.headers, json=body(uprn))
+    assert response.status_code == 201, response.get_json()
+    statements = [s.sql for s in seen if not s.sql.lstrip().upper().startswith("BEGIN")]
+    with app.app_context():
+        extra = SQLITE_AUDIT_EXTRA if db.engine.dialect.name == "sqlite" else 0
+        # The issuer is told the caller joined only when the publish registered it.
+        assert db.session.scalar(joined) == joined_before + (not involved_before)
+    shapes = "\n".join(f"  {_shape(s)}" for s in statements)
+    budget = PUBLISH_STATEMENTS + extra
+    assert len(statements) <= budget, f"{len(statements)} statements, budget {budget}:\n{shapes}"
