@@ -146,12 +146,13 @@ def write_pending(session: Session) -> int:
                 for webhook in endpoints[agency] if webhook.receives(e.type)
             )  # fmt: skip
     # Bulk inserts: one statement per table however many agencies are told, and whatever the
-    # events (render_nulls: a None is written as NULL, not left out, so every row has the same
-    # columns and the ORM batches them all into one INSERT rather than one per set of columns).
+    # events (render_nulls: a notification's None is written as NULL, not left out, so every
+    # row has the same columns and the ORM batches them into one INSERT, not one per set of
+    # columns; a delivery has no None).
     if notifications:
         session.execute(insert(Notification).execution_options(render_nulls=True), notifications)
     if deliveries:
-        session.execute(insert(Delivery).execution_options(render_nulls=True), deliveries)
+        session.execute(insert(Delivery), deliveries)
     return len(notifications)
 
 
