@@ -8,7 +8,7 @@ from sqlalchemy import bindparam, select
 
 from service.database import db, utcnow
 from service.errors import Conflict, InvalidInput, NotFound
-from service.models.agency import AGENCY_TYPES, SLUG_PATTERN, Agency
+from service.models.agency import AGENCY_TYPES, SLUG_PATTERN, Agency, AgencyRow
 
 
 def add_agency(slug: str, name: str, agency_type: str, duty_contact: str) -> Agency:
@@ -49,16 +49,19 @@ def get_agency(slug: str) -> Agency:
     return agency
 
 
-def agencies_by_id(agency_ids: Iterable[str]) -> dict[str, Agency]:
-    """Return the named agencies by id, in one query."""
+def agencies_by_id(agency_ids: Iterable[str]) -> dict[str, AgencyRow]:
+    """Return whom to call at the named agencies, by id, in one query."""
     wanted = set(agency_ids)
     if not wanted:
         return {}
-    return {a.id: a for a in db.session.scalars(_AGENCIES_BY_ID, {"agency_ids": list(wanted)})}
+    rows = db.session.execute(_AGENCIES_BY_ID, {"agency_ids": list(wanted)})
+    return {agency.id: agency for agency in map(AgencyRow, rows)}
 
 
-# Built once (compiled form and cache key reused): every briefing names the agencies involved.
-_AGENCIES_BY_ID = select(Agency).where(Agency.id.in_(bindparam("agency_ids", expanding=True)))
+# Built once (compiled form and cache key reused): every warning's document names its issuer.
+_AGENCIES_BY_ID = select(*AgencyRow.columns(Agency)).where(
+    Agency.id.in_(bindparam("agency_ids", expanding=True))
+)
 
 
 def disable_agency(slug: str) -> Agency:

@@ -44,14 +44,15 @@ def check_report(report: IncidentReport, today: date, prefix: str = "") -> dict[
     return errors
 
 
-def record_incident(
+def new_incident(
     household: Household, agency_id: str, report: IncidentReport, today: date
 ) -> Incident:
-    """Record an incident the agency's practitioner suffered at the household."""
+    """Return the incident the agency's practitioner suffered at the household, as a new
+    record not yet written."""
     errors = check_report(report, today)
     if errors:
         raise InvalidInput("The incident is not valid.", errors=errors)
-    incident = Incident(
+    return Incident(
         household_id=household.id,
         agency_id=agency_id,
         occurred_on=report.occurred_on,
@@ -62,6 +63,13 @@ def record_incident(
         crime_reference=report.crime_reference,
         recorded_at=utcnow(),
     )
+
+
+def record_incident(
+    household: Household, agency_id: str, report: IncidentReport, today: date
+) -> Incident:
+    """Record an incident the agency's practitioner suffered at the household."""
+    incident = new_incident(household, agency_id, report, today)
     db.session.add(incident)
     return incident
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
+    Insert,
     SQLColumnExpression,
     and_,
     bindparam,
@@ -200,25 +202,30 @@ def ensure_involved(household: Household, agency_id: str) -> None:
 
     One statement, with no read before it and no savepoint: the unique index on current
     involvements decides (INSERT ... ON CONFLICT DO NOTHING), so an agency already involved, or
-    registered by a concurrent request, is left as it is. Being an ORM statement, it makes the
-    session flush first (a household new in this unit of work). The involvement is written by
-    the statement, not added to the session.
+    registered by a concurrent request, is left as it is. The session is flushed first (a
+    household new in this unit of work); the involvement is written by the statement, not
+    added to the session.
     """
     involvement = Involvement(household_id=household.id, agency_id=agency_id, started_at=utcnow())
-    insert = (
-        postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    )
-    started = (
+    db.session.flush()
+    started = _start_unless_involved(db.session.get_bind().dialect.name)
+    if db.session.connection().execute(started, involvement.stored_values()).first() is not None:
+        involvement_added(household.id, agency_id)
+
+
+@functools.cache
+def _start_unless_involved(dialect: str) -> Insert:
+    # Built once per dialect (compiled form and cache key reused), its
+    # values bound per call; run on the connection, as a statement of its own, not the ORM's.
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
         insert(Involvement)
-        .values(involvement.stored_values())
         .on_conflict_do_nothing(
             index_elements=[Involvement.agency_id, Involvement.household_id],
             index_where=Involvement.ended_at.is_(None),
         )
         .returning(Involvement.id)
     )
-    if db.session.execute(started).first() is not None:
-        involvement_added(household.id, agency_id)
 
 
 def end_involvement(involvement_id: str, agency_id: str, reason: str) -> Involvement:

@@ -22,13 +22,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, event, insert, select, text
+from sqlalchemy import Connection, and_, bindparam, event, insert, select, text
 from sqlalchemy.orm import Session, SessionTransaction
 
 from service.database import db, utcnow
 from service.models.encrypted import new_id
 from service.models.involvement import Involvement
-from service.models.notification import Delivery, Notification, Webhook
+from service.models.notification import Delivery, Notification, Webhook, subscribed
 
 PENDING = "alertshare.outbox.pending"
 ONCE_DONE = "alertshare.outbox.once-done"
@@ -107,21 +107,25 @@ def write_pending(session: Session) -> int:
     queued: list[Event] = session.info.pop(PENDING, [])
     if not queued:
         return 0
-    events = [(e, told) for e, told in _addressed(session, queued) if told]
+    # Statements of their own, on the connection (no ORM instances): every change that tells
+    # anyone runs them, publishing a warning most of all.
+    connection = session.connection()
+    addressed, endpoints = _addressed(connection, queued)
+    events = [(e, told) for e, told in addressed if told]
     if not events:
         return 0  # nobody to tell: no lock taken
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": OUTBOX_LOCK})
-    agencies = {agency for _, told in events for agency in told}
-    endpoints: dict[str, list[Webhook]] = defaultdict(list)
-    for webhook in session.scalars(_LIVE_WEBHOOKS, {"agencies": list(agencies)}):
-        endpoints[webhook.agency_id].append(webhook)
+    if connection.dialect.name == "postgresql":
+        connection.execute(_LOCK_OUTBOX, {"key": OUTBOX_LOCK})
+    named = {agency for _, told in events for agency in told} - endpoints.keys()
+    if named:  # recipients named outright rather than as the household's agencies
+        rows = connection.execute(_LIVE_WEBHOOKS, {"agencies": list(named)})
+        for webhook_id, agency_id, event_types in rows:
+            endpoints.setdefault(agency_id, []).append((webhook_id, event_types))
     keys = [_once_key(e, agency) for e, told in events for agency in told if e.once_key]
     seen = set()
     if keys:  # read under the lock: a key committed by anyone before us is visible here
-        seen = set(
-            session.scalars(select(Notification.once_key).where(Notification.once_key.in_(keys)))
-        )
+        once_keys = select(Notification.once_key).where(Notification.once_key.in_(keys))
+        seen = set(connection.scalars(once_keys))
     session.info.setdefault(ONCE_DONE, set()).update(keys)  # written now, or before
     now = utcnow()
     notifications: list[dict[str, Any]] = []
@@ -141,29 +145,39 @@ def write_pending(session: Session) -> int:
                 "created_at": now,
             })  # fmt: skip
             deliveries.extend(
-                {"id": new_id(), "notification_id": notification_id, "webhook_id": webhook.id,
+                {"id": new_id(), "notification_id": notification_id, "webhook_id": webhook_id,
                  "status": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now}
-                for webhook in endpoints[agency] if webhook.receives(e.type)
+                for webhook_id, event_types in endpoints.get(agency, ())
+                if subscribed(event_types, e.type)
             )  # fmt: skip
-    # Bulk inserts: one statement per table however many agencies are told, and whatever the
-    # events (render_nulls: a notification's None is written as NULL, not left out, so every
-    # row has the same columns and the ORM batches them into one INSERT, not one per set of
-    # columns; a delivery has no None).
+    # One statement per table however many agencies are told, whatever the events: every row
+    # has the same columns (a notification's None is written as NULL).
     if notifications:
-        session.execute(insert(Notification).execution_options(render_nulls=True), notifications)
+        connection.execute(_INSERT_NOTIFICATIONS, notifications)
     if deliveries:
-        session.execute(insert(Delivery), deliveries)
+        connection.execute(_INSERT_DELIVERIES, deliveries)
     return len(notifications)
 
 
-def _addressed(session: Session, events: list[Event]) -> list[tuple[Event, frozenset[str]]]:
-    """Name every event's recipients, reading who works with the households in one query."""
+# An agency's live webhook endpoints, in the order they were registered: (id, event types).
+Endpoints = dict[str, list[tuple[str, str]]]
+
+
+def _addressed(
+    connection: Connection, events: list[Event]
+) -> tuple[list[tuple[Event, frozenset[str]]], Endpoints]:
+    """Name every event's recipients, reading who works with the households, and their live
+    webhook endpoints, in one query; return them, and the endpoints of the agencies read."""
     households = {e.recipients.household_id for e in events if isinstance(e.recipients, Involved)}
     working: dict[str, set[str]] = defaultdict(set)
+    endpoints: Endpoints = {}
     if households:
-        rows = session.execute(_WORKING_WITH, {"households": list(households)})
-        for household_id, agency_id in rows:
+        rows = connection.execute(_WORKING_WITH, {"households": list(households)})
+        for household_id, agency_id, webhook_id, event_types in rows:
             working[household_id].add(agency_id)
+            hooks = endpoints.setdefault(agency_id, [])
+            if webhook_id is not None and (webhook_id, event_types) not in hooks:
+                hooks.append((webhook_id, event_types))  # once, whatever its households
     named = []
     for e in events:
         audience = e.recipients
@@ -173,22 +187,27 @@ def _addressed(session: Session, events: list[Event]) -> list[tuple[Event, froze
                 agencies &= audience.among
             audience = frozenset(agencies)
         named.append((e, audience))
-    return named
+    return named, endpoints
 
 
 # Built once (compiled forms and cache keys reused): every change that tells anyone runs them.
+_LOCK_OUTBOX = text("SELECT pg_advisory_xact_lock(:key)")
+_INSERT_NOTIFICATIONS = insert(Notification)
+_INSERT_DELIVERIES = insert(Delivery)
+_LIVE = (Webhook.disabled_at.is_(None), Webhook.deleted_at.is_(None))
 _LIVE_WEBHOOKS = (
-    select(Webhook)
-    .where(
-        Webhook.agency_id.in_(bindparam("agencies", expanding=True)),
-        Webhook.disabled_at.is_(None),
-        Webhook.deleted_at.is_(None),
-    )
+    select(Webhook.id, Webhook.agency_id, Webhook.event_types)
+    .where(Webhook.agency_id.in_(bindparam("agencies", expanding=True)), *_LIVE)
     .order_by(Webhook.created_at)
 )
-_WORKING_WITH = select(Involvement.household_id, Involvement.agency_id).where(
-    Involvement.household_id.in_(bindparam("households", expanding=True)),
-    Involvement.ended_at.is_(None),
+_WORKING_WITH = (
+    select(Involvement.household_id, Involvement.agency_id, Webhook.id, Webhook.event_types)
+    .outerjoin(Webhook, and_(Webhook.agency_id == Involvement.agency_id, *_LIVE))
+    .where(
+        Involvement.household_id.in_(bindparam("households", expanding=True)),
+        Involvement.ended_at.is_(None),
+    )
+    .order_by(Webhook.created_at)
 )
 
 

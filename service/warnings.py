@@ -32,9 +32,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import aliased, selectinload
 
 from service.context import RECORD_ID_PATTERN
-from service.database import db, utcnow
+from service.database import db, insert_new, utcnow
 from service.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed
-from service.incidents import IncidentReport, check_report, record_incident
+from service.incidents import IncidentReport, check_report, new_incident
 from service.involvements import (
     ensure_involved,
     involved,
@@ -185,7 +185,9 @@ def _apply(warning: WarningMarker, draft: WarningDraft, today: date) -> None:
     warning.precautions = " ".join(dict.fromkeys(draft.precautions))
     warning.persons_of_concern = json.dumps(list(draft.persons_of_concern))
     warning.handling = draft.handling
-    warning.shares = [WarningShare(agency_id=a) for a in dict.fromkeys(draft.shared_with)]
+    warning.shares = [
+        WarningShare(warning_id=warning.id, agency_id=a) for a in dict.fromkeys(draft.shared_with)
+    ]
     warning.children_in_household = draft.children_in_household
     informed = draft.subject_informed
     warning.subject_informed = informed.informed
@@ -214,8 +216,8 @@ def publish_warning(
     if errors:
         raise InvalidInput("The warning is not valid.", errors=errors)
     ensure_involved(household, issuer)
-    incidents = cited + [
-        record_incident(household, issuer, _with_categories(report, draft), today)
+    reported = [
+        new_incident(household, issuer, _with_categories(report, draft), today)
         for report in evidence.new_incidents
     ]
     now = utcnow()
@@ -224,9 +226,16 @@ def publish_warning(
         created_at=now, updated_at=now,
     )  # fmt: skip
     _apply(warning, draft, today)
-    warning.incidents = incidents
-    db.session.add(warning)
-    _keep_version(warning, "published", issuer)
+    warning.incidents = cited + reported
+    # Written at once rather than by the session's flush (see insert_new): this is the busiest
+    # write there is.
+    links = [
+        (warning_incident, {"warning_id": warning.id, "incident_id": i.id})
+        for i in warning.incidents
+    ]
+    version = _version(warning, "published", issuer)
+    insert_new(*reported, warning, *warning.shares, version, rows=links)
+    warning_changed(warning, "published")
     return warning
 
 
@@ -340,13 +349,15 @@ def _next_version(warning: WarningMarker, change: str, agency_id: str) -> Warnin
 
 
 def _keep_version(warning: WarningMarker, change: str, agency_id: str) -> None:
-    db.session.add(
-        WarningVersion(
-            warning=warning, version=warning.version, change=change, changed_by=agency_id,
-            snapshot=json.dumps(snapshot(warning), default=str),
-        )
-    )  # fmt: skip
+    db.session.add(_version(warning, change, agency_id))
     warning_changed(warning, change)  # every version is announced, in the same unit of work
+
+
+def _version(warning: WarningMarker, change: str, agency_id: str) -> WarningVersion:
+    return WarningVersion(
+        warning_id=warning.id, version=warning.version, change=change, changed_by=agency_id,
+        snapshot=json.dumps(snapshot(warning), default=str),
+    )  # fmt: skip
 
 
 def snapshot(warning: WarningMarker) -> dict[str, Any]:

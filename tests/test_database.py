@@ -1,11 +1,13 @@
 """Engine settings: a PostgreSQL server that does not answer fails a request fast, and a row
-lock held too long is refused rather than waited on."""
+lock held too long is refused rather than waited on. Records written by statement rather than
+the session's flush (``insert_new``)."""
 
 from __future__ import annotations
 
 import socket
 import time
 from collections.abc import Iterator
+from datetime import date
 
 import pytest
 from flask import Flask
@@ -14,10 +16,13 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import OperationalError
 
 from service import database
-from service.database import POSTGRESQL_LOCK_TIMEOUT, db, engine_options
+from service.database import POSTGRESQL_LOCK_TIMEOUT, db, engine_options, insert_new
+from service.households import register_household
 from service.models.audit import AuditEntry
+from service.models.incident import Incident
+from service.unit_of_work import unit_of_work
 from tests.conftest import ON_POSTGRES
-from tests.factories import bearer, create_client, get_token, request_token
+from tests.factories import bearer, create_agency, create_client, get_token, request_token
 from tests.statements import executed_statements
 
 
@@ -127,3 +132,27 @@ def test_an_api_request_whose_connection_the_server_dropped_is_served_on_a_fresh
     after_retry = executed[executed.index(token_checks[1]) :]
     read_only = path == "/api/v1/involvements"
     assert {e.autocommit for e in after_retry if e.sql.lstrip().startswith("SELECT")} == {read_only}
+
+
+def test_records_written_by_statement_join_the_session_as_if_flushed(app: Flask) -> None:
+    agency = create_agency(app)
+    with app.app_context(), unit_of_work():
+        household = register_household(agency, uprn="100062123456")  # new: not yet written
+        incident = Incident(
+            household_id=household.id, agency_id=agency, occurred_on=date(2026, 11, 1),
+            categories="verbal_abuse", police_reported=False, summary="Shouted at",
+        )  # fmt: skip
+        with executed_statements(app) as seen:
+            insert_new(incident)  # the household first (its foreign key), then the incident
+        inserted = [s.sql.split("(")[0].split()[-1] for s in seen if s.sql.startswith("INSERT")]
+        assert inserted == ["household", "incident"]
+        # It holds what was written: its defaults, and NULL where it has none.
+        recorded_at = incident.recorded_at
+        assert recorded_at is not None and incident.description_sealed is None
+        assert incident in db.session and not db.session.new and not db.session.dirty
+        incident.summary = "Shouted at, twice"  # changed later: the unit of work's flush writes it
+        incident_id = incident.id
+    with app.app_context():
+        stored = db.session.get(Incident, incident_id)
+        assert stored is not None
+        assert (stored.summary, stored.recorded_at) == ("Shouted at, twice", recorded_at)

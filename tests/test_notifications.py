@@ -19,7 +19,7 @@ from service.database import db
 from service.models.audit import AuditEntry
 from service.models.notification import Delivery, Notification, Webhook
 from service.notifications import announce_reviews_due, payload, set_warning_accessed
-from service.outbox import Event, emit
+from service.outbox import Event, Involved, emit
 from service.unit_of_work import unit_of_work
 from service.webhooks.signing import generate_secret
 from tests.factories import bearer, create_agency, create_client, get_token
@@ -209,6 +209,58 @@ def test_deliveries_go_to_the_endpoints_of_the_time_that_want_the_event(
         assert [(d.webhook_id, d.status) for d in deliveries] == [(wanted, "pending")]
         assert filtered != late_id  # registered later: no history
         assert db.session.scalar(select(Delivery).where(Delivery.webhook_id == late_id)) is None
+
+
+def test_an_agency_told_outright_gets_deliveries_too(app: Flask, client: FlaskClient) -> None:
+    # A warning's issuer is told of another agency's read by name, not as one of the agencies
+    # working with the household (whose endpoints are read with them): its endpoints are read
+    # on their own, once each however many events name it.
+    social, health = _partnership(app, client, "sc", "hv")
+    with app.app_context(), unit_of_work():
+        hooks = [
+            Webhook(agency_id=social.id, url=f"http://127.0.0.1:9/{n}", secret=generate_secret())
+            for n in ("a", "b")
+        ]
+        db.session.add_all(hooks)
+        db.session.flush()
+        hook_ids = {hook.id for hook in hooks}
+    social.involve()
+    health.involve()
+    warning = social.publish()
+    health.call("GET", f"/warnings/{warning['id']}", 200)
+    (accessed,) = _notifications(app, type="warning.accessed")
+    with app.app_context():
+        told = select(Delivery.webhook_id).where(Delivery.notification_id == accessed.id)
+        assert sorted(db.session.scalars(told)) == sorted(hook_ids)
+
+
+def test_one_delivery_per_notification_and_endpoint_whatever_the_households(
+    app: Flask, client: FlaskClient
+) -> None:
+    # One change telling of two households an agency works with: its endpoint is read with
+    # each household's agencies, and still gets one delivery per notification.
+    social, health = _partnership(app, client, "sc", "hv")
+    with app.app_context(), unit_of_work():
+        hook = Webhook(agency_id=health.id, url="http://127.0.0.1:9/a", secret=generate_secret())
+        db.session.add(hook)
+        db.session.flush()
+        hook_id = hook.id
+    lead = {"name": "Alex Morgan", "contact": "07700 900461"}
+    households = [
+        health.call("POST", "/involvements", 201, {
+            "household": {"uprn": uprn}, "case_reference": "CASE-2", "lead_practitioner": lead,
+        })["household_id"]
+        for uprn in (UPRN, "100062123457")
+    ]  # fmt: skip
+    with app.app_context(), unit_of_work():
+        for household_id in households:
+            emit(Event("incident.recorded", Involved(household_id, but=social.id),
+                       household_id=household_id))  # fmt: skip
+    told = _notifications(app, type="incident.recorded")
+    assert sorted(n.household_id for n in told) == sorted(households)
+    with app.app_context():
+        deliveries = select(Delivery.notification_id).where(Delivery.webhook_id == hook_id)
+        assert sorted(db.session.scalars(deliveries)) == sorted(n.id for n in told)
 
 
 def test_savepoints_neither_write_nor_drop_the_transactions_events(

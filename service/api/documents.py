@@ -13,7 +13,7 @@ from marshmallow import Schema
 
 from service.agencies import agencies_by_id
 from service.briefings import Briefing
-from service.models.agency import Agency, AgencyRow
+from service.models.agency import AgencyRow
 from service.models.household import Household, HouseholdRow, Person, PersonRow
 from service.models.incident import Incident, IncidentRow
 from service.models.involvement import Involvement
@@ -29,7 +29,7 @@ class Names:
     """The agencies and household members a response names, each loaded once for it (the
     session's identity map holds records only while something refers to them)."""
 
-    agencies: dict[str, Agency] | dict[str, AgencyRow]
+    agencies: dict[str, AgencyRow]
     members: dict[str, Person] | dict[str, PersonRow]
 
     def issuer(self, agency_id: str) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def names_for(warnings: Iterable[WarningMarker | WarningRow]) -> Names:
     return Names(agencies, members_of(naming_members))
 
 
-def issuer(agency: Agency | AgencyRow) -> dict[str, Any]:
+def issuer(agency: AgencyRow) -> dict[str, Any]:
     return {"agency_id": agency.id, "name": agency.name, "duty_contact": agency.duty_contact}
 
 

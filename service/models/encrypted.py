@@ -110,13 +110,10 @@ class EncryptedRecord:
         return cipher
 
     def stored_values(self) -> dict[str, Any]:
-        """The column values set on a new record, its data key among them (created if need be),
-        by attribute: for a statement that inserts the record itself, not through the session.
-        Columns not set take their defaults from the statement. Not for a loaded record: what
-        the ORM has not loaded (expired, deferred) is not in it."""
+        """As ``Base.stored_values``, the record's data key among them (created if need be)."""
         self.cipher()
-        columns = inspect(type(self)).column_attrs
-        return {c.key: getattr(self, c.key) for c in columns if c.key in self.__dict__}
+        values: dict[str, Any] = super().stored_values()  # type: ignore[misc]  # Base's (MRO)
+        return values
 
     def refresh_indexes(self, changed_field: str) -> None:
         """Recompute the blind indexes that cover ``changed_field``."""

@@ -83,6 +83,12 @@ class Acknowledgement(EncryptedRecord, Base):
     practitioner = Personal()
 
 
+def subscribed(event_types: str, event_type: str) -> bool:
+    """Say whether an endpoint with these ``event_types`` (space-separated; "" for every
+    type) takes ``event_type``."""
+    return not event_types or event_type in event_types.split()
+
+
 class Webhook(EncryptedRecord, Base):
     """An agency's webhook endpoint; its signing secrets are sealed like personal data."""
 
@@ -102,9 +108,6 @@ class Webhook(EncryptedRecord, Base):
 
     secret = Personal()
     previous_secret = Personal()
-
-    def receives(self, event_type: str) -> bool:
-        return not self.event_types or event_type in self.event_types.split()
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """The secrets that sign now: the current one, and the previous during its overlap."""
