@@ -43,21 +43,24 @@ class Base(DeclarativeBase):
     def stored_values(self) -> dict[str, Any]:
         """The column values of a new record, by column, for a statement that inserts the record
         itself rather than the session's flush (``insert_new``). A column not set takes its
-        Python default, or NULL if it has none, set on the record too, as a flush would: the
-        record then holds what was written. One with only a server default is left to the
-        database. Not for a loaded record: what the ORM has not loaded (expired, deferred) is
-        not in it."""
+        Python default (a value, or a function of no arguments), or NULL if it has no default
+        at all, and the record is given it too, as a flush would: it then holds what was
+        written. One with a server default or a SQL default is left to the database. Not for a
+        loaded record (what the ORM has not loaded is not in it), nor for one whose key the
+        database generates (an integer primary key): the record must know its key."""
         values = {}
         for attribute in inspect(type(self)).column_attrs:
             column = attribute.columns[0]
             if attribute.key not in self.__dict__:
+                if column is self.__table__.autoincrement_column:  # type: ignore[attr-defined]
+                    raise ValueError(f"{type(self).__name__}: its key comes from the database")
                 default = column.default
-                if default is not None and default.is_callable:
-                    setattr(self, attribute.key, default.arg(None))
+                if default is None and column.server_default is None:
+                    setattr(self, attribute.key, None)
                 elif default is not None and default.is_scalar:
                     setattr(self, attribute.key, default.arg)
-                elif column.server_default is None:
-                    setattr(self, attribute.key, None)
+                elif default is not None and default.is_callable:
+                    setattr(self, attribute.key, default.arg(None))
                 else:
                     continue
             values[column.key] = getattr(self, attribute.key)
@@ -69,18 +72,26 @@ db = SQLAlchemy(model_class=Base)
 
 # A row of a table that has no model (an association table's), by column.
 TableRow = tuple[Table, dict[str, Any]]
+# Up to this many rows, PostgreSQL gets them in one statement (a statement built per shape,
+# kept for the next write of that shape); more, and each table's rows go in one of their own.
+ONE_STATEMENT_ROWS = 8
 
 
 def insert_new(*records: Base, rows: Sequence[TableRow] = ()) -> None:
-    """Write new records, then ``rows`` of association tables (a warning's links to its
-    incidents), rather than by the session's flush, whose bookkeeping (states, dependency
-    sorting, relationship sync) costs more than the writing on the busiest write there is,
-    publishing a warning. Give records in order, parents first. Relationships are not
-    followed: set the foreign keys, and give every related record.
+    """Write new records, and rows of association tables (a warning's links to its incidents),
+    rather than by the session's flush, whose bookkeeping (states, dependency sorting,
+    relationship sync) costs more than the writing on the busiest write there is, publishing
+    a warning. Give them in order, parents first, links last.
 
-    The session is flushed first, so that a parent new in this unit of work (a household) is
-    written before them. The records then join the session as if a flush had written them:
-    changed later in the unit of work, they are updated by its flush."""
+    Relationships are not followed: set the foreign keys, give every related record, and give
+    as ``rows`` the association rows of every many-to-many collection set on them (the session
+    takes what the records hold as written). The session is flushed first, so that a parent
+    new in this unit of work (a household) is written before them. The records then join the
+    session as if a flush had written them: changed later in the unit of work, they are updated
+    by its flush. Not inside a savepoint that may roll back: the session would keep them."""
+    for record in records:
+        if not inspect(record).transient:
+            raise ValueError(f"not a new record, or already in a session: {record!r}")
     session = db.session
     session.flush()
     written = [(record.__table__, record.stored_values()) for record in records]
@@ -93,24 +104,29 @@ def insert_new(*records: Base, rows: Sequence[TableRow] = ()) -> None:
 def _insert_rows(connection: Connection, rows: list[TableRow]) -> None:
     if not rows:
         return
-    if connection.dialect.name != "postgresql":  # no INSERT inside WITH: one per row
-        for table, values in rows:
-            connection.execute(insert(table), values)
+    if connection.dialect.name == "postgresql" and len(rows) <= ONE_STATEMENT_ROWS:
+        # One statement, one round trip (a third of the CPU of a statement per row): each
+        # row's INSERT in a data-modifying WITH. They run in no set order, but foreign keys are
+        # checked once the whole statement is done.
+        shape = tuple((table, tuple(values)) for table, values in rows)
+        parameters = {
+            _parameter(n, c): v for n, (_, values) in enumerate(rows) for c, v in values.items()
+        }
+        connection.execute(_inserting(shape), parameters)
         return
-    # One statement, one round trip (a third of the CPU of a statement per row): each row's
-    # INSERT in a data-modifying WITH. They run in no set order, but foreign keys are checked
-    # once the whole statement is done.
-    shape = tuple((table, tuple(values)) for table, values in rows)
-    parameters = {
-        _parameter(n, c): v for n, (_, values) in enumerate(rows) for c, v in values.items()
-    }
-    connection.execute(_inserting(shape), parameters)
+    # SQLite has no INSERT inside WITH; and many rows would make too many shapes to keep.
+    tables: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for table, values in rows:
+        tables.setdefault((table, tuple(values)), []).append(values)
+    for (table, _), values_of_rows in tables.items():
+        connection.execute(insert(table), values_of_rows)
 
 
 @functools.lru_cache(maxsize=64)
 def _inserting(shape: tuple[tuple[Table, tuple[str, ...]], ...]) -> Insert:
     # Built once per shape (tables and columns, row by row): its cache key and compiled form
-    # are reused. A row each, as several rows in one VALUES would be compiled every time.
+    # are reused. A row each, as several rows in one VALUES have no cache key: they would be
+    # compiled every time.
     inserts = [
         insert(table).values({c: bindparam(_parameter(n, c), type_=table.c[c].type) for c in cs})
         for n, (table, cs) in enumerate(shape)

@@ -5,7 +5,7 @@ unit of work's commit, ``service.unit_of_work``), ``write_pending`` turns each e
 notification per recipient agency, and one delivery per webhook endpoint of that agency that
 wants the event type, in the same transaction as the change and its audit entry. A rolled-back
 unit leaves no event behind. An endpoint registered later gets no history: deliveries exist
-only for the endpoints there were when the event committed.
+only for the endpoints there were as the change was committing (read just before it).
 
 Order: PostgreSQL hands out sequence numbers when rows are inserted, not when they commit, so a
 feed reader could see number 11 committed while 10 is still in flight and then skip it for good.
@@ -108,7 +108,9 @@ def write_pending(session: Session) -> int:
     if not queued:
         return 0
     # Statements of their own, on the connection (no ORM instances): every change that tells
-    # anyone runs them, publishing a warning most of all.
+    # anyone runs them, publishing a warning most of all. They see the unit's own changes, and
+    # the lock is taken with no flush to come.
+    session.flush()
     connection = session.connection()
     addressed, endpoints = _addressed(connection, queued)
     events = [(e, told) for e, told in addressed if told]
@@ -116,9 +118,9 @@ def write_pending(session: Session) -> int:
         return 0  # nobody to tell: no lock taken
     if connection.dialect.name == "postgresql":
         connection.execute(_LOCK_OUTBOX, {"key": OUTBOX_LOCK})
-    named = {agency for _, told in events for agency in told} - endpoints.keys()
-    if named:  # recipients named outright rather than as the household's agencies
-        rows = connection.execute(_LIVE_WEBHOOKS, {"agencies": list(named)})
+    unread = {agency for _, told in events for agency in told} - endpoints.keys()
+    if unread:  # recipients named outright rather than as the household's agencies
+        rows = connection.execute(_LIVE_WEBHOOKS, {"agencies": list(unread)})
         for webhook_id, agency_id, event_types in rows:
             endpoints.setdefault(agency_id, []).append((webhook_id, event_types))
     keys = [_once_key(e, agency) for e, told in events for agency in told if e.once_key]

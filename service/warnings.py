@@ -235,7 +235,7 @@ def publish_warning(
     ]
     version = _version(warning, "published", issuer)
     insert_new(*reported, warning, *warning.shares, version, rows=links)
-    warning_changed(warning, "published")
+    warning_changed(warning, "published")  # as every version is (_keep_version)
     return warning
 
 

@@ -12,14 +12,16 @@ from datetime import date
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import OperationalError
 
-from service import database
+from service import database, warnings
 from service.database import POSTGRESQL_LOCK_TIMEOUT, db, engine_options, insert_new
 from service.households import register_household
+from service.incidents import IncidentReport
 from service.models.audit import AuditEntry
 from service.models.incident import Incident
+from service.models.warning import WarningMarker, WarningShare, WarningVersion, warning_incident
 from service.unit_of_work import unit_of_work
 from tests.conftest import ON_POSTGRES
 from tests.factories import bearer, create_agency, create_client, get_token, request_token
@@ -146,9 +148,12 @@ def test_records_written_by_statement_join_the_session_as_if_flushed(app: Flask)
             insert_new(incident)  # the household first (its foreign key), then the incident
         inserted = [s.sql.split("(")[0].split()[-1] for s in seen if s.sql.startswith("INSERT")]
         assert inserted == ["household", "incident"]
-        # It holds what was written: its defaults, and NULL where it has none.
-        recorded_at = incident.recorded_at
-        assert recorded_at is not None and incident.description_sealed is None
+        # It holds what was written, its default and NULL where it has none, with no read back.
+        assert {"recorded_at", "description_sealed"} <= vars(incident).keys()
+        with executed_statements(app) as read_back:
+            recorded_at = incident.recorded_at
+            assert recorded_at is not None and incident.description_sealed is None
+        assert read_back == []
         assert incident in db.session and not db.session.new and not db.session.dirty
         incident.summary = "Shouted at, twice"  # changed later: the unit of work's flush writes it
         incident_id = incident.id
@@ -156,3 +161,38 @@ def test_records_written_by_statement_join_the_session_as_if_flushed(app: Flask)
         stored = db.session.get(Incident, incident_id)
         assert stored is not None
         assert (stored.summary, stored.recorded_at) == ("Shouted at, twice", recorded_at)
+
+
+def test_a_published_warning_changed_in_the_same_unit_of_work_keeps_its_rows_right(
+    app: Flask,
+) -> None:
+    # Several incidents, shares and links (on PostgreSQL, one statement of eight rows), then
+    # changes to the very records written that way: the flush must update, not insert again.
+    issuer, *others = (create_agency(app) for _ in range(4))
+    with app.app_context(), unit_of_work():
+        household = register_household(issuer, uprn="100062123456")
+        report = IncidentReport(
+            occurred_on=date(2026, 11, 1), categories=(), summary="Shouted at", description=None,
+            police_reported=False, crime_reference=None,
+        )  # fmt: skip
+        draft = warnings.WarningDraft(
+            categories=("verbal_abuse",), risk_level="medium", children_in_household=False,
+            subject_informed=warnings.SubjectInformed(True, informed_on=date(2026, 11, 2)),
+            handling="restricted", shared_with=tuple(others[:2]),
+        )  # fmt: skip
+        warning = warnings.publish_warning(
+            household, issuer, draft, warnings.Evidence((report, report)), date(2026, 11, 20)
+        )
+        warnings.update_warning(warning, issuer, {"shared_with": (others[1], others[2])},
+                                date(2026, 11, 20))  # fmt: skip
+        warnings.close_warning(warning, issuer, "Moved away")
+        warning_id = warning.id
+    with app.app_context():
+        shares = select(WarningShare.agency_id).where(WarningShare.warning_id == warning_id)
+        assert sorted(db.session.scalars(shares)) == sorted(others[1:])
+        links = select(func.count()).where(warning_incident.c.warning_id == warning_id)
+        assert db.session.scalar(links) == 2
+        versions = select(WarningVersion.change).where(WarningVersion.warning_id == warning_id)
+        assert sorted(db.session.scalars(versions)) == ["closed", "published", "updated"]
+        stored = db.session.get(WarningMarker, warning_id)
+        assert stored is not None and (stored.status, stored.version) == ("inactive", 3)

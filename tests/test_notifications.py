@@ -214,7 +214,7 @@ def test_deliveries_go_to_the_endpoints_of_the_time_that_want_the_event(
 def test_an_agency_told_outright_gets_deliveries_too(app: Flask, client: FlaskClient) -> None:
     # A warning's issuer is told of another agency's read by name, not as one of the agencies
     # working with the household (whose endpoints are read with them): its endpoints are read
-    # on their own, once each however many events name it.
+    # on their own.
     social, health = _partnership(app, client, "sc", "hv")
     with app.app_context(), unit_of_work():
         hooks = [
