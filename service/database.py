@@ -1,4 +1,5 @@
-"""The SQLAlchemy handle, the declarative base and engine settings per dialect."""
+"""The SQLAlchemy handle, the declarative base, writing new records by statement rather than
+the session's flush (``insert_new``), and engine settings per dialect."""
 
 from __future__ import annotations
 
